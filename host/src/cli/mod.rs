@@ -1,0 +1,220 @@
+//! Command-line flags, named and defaulted as Prometheus names them.
+
+pub mod check;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::PromDuration;
+use crate::config::scrape::parse_bytes;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ember",
+    version = crate::telemetry::VERSION_LONG,
+    about = "Ember: a Prometheus-compatible monitoring server",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check configuration files, as `promtool check` does.
+    Check {
+        #[command(subcommand)]
+        what: CheckCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Check that configuration files are valid. Exit code 0 when all are, 1 otherwise.
+    Config {
+        /// Only check the syntax: do not look at files the configuration refers to.
+        #[arg(long)]
+        syntax_only: bool,
+        /// The configuration files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+/// A boolean flag that, like Prometheus's kingpin flags, may be given bare
+/// (`--web.enable-lifecycle`) or with a value (`--web.enable-lifecycle=false`).
+fn bool_flag(s: &str) -> Result<bool, String> {
+    match s {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+fn duration_flag(s: &str) -> Result<PromDuration, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn bytes_flag(s: &str) -> Result<u64, String> {
+    if s == "0" {
+        return Ok(0);
+    }
+    parse_bytes(s)
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ServerFlags {
+    /// Configuration file path.
+    #[arg(
+        long = "config.file",
+        value_name = "PATH",
+        default_value = "prometheus.yml"
+    )]
+    pub config_file: PathBuf,
+
+    /// Base path for metrics storage.
+    #[arg(
+        long = "storage.tsdb.path",
+        value_name = "PATH",
+        default_value = "data/"
+    )]
+    pub storage_path: PathBuf,
+
+    /// How long to retain samples in storage. If neither this nor
+    /// --storage.tsdb.retention.size is set, the retention time defaults to 15d.
+    #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", value_parser = duration_flag)]
+    pub retention_time: Option<PromDuration>,
+
+    /// Maximum number of bytes of storage blocks to retain (units B, KB, MB, GB, TB, PB, EB). 0 disables.
+    #[arg(long = "storage.tsdb.retention.size", value_name = "SIZE", value_parser = bytes_flag)]
+    pub retention_size: Option<u64>,
+
+    /// Address to listen on for the UI, API and telemetry.
+    #[arg(
+        long = "web.listen-address",
+        value_name = "ADDRESS",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub listen_address: String,
+
+    /// The URL under which Ember is externally reachable (for example behind a
+    /// reverse proxy). Used for generated links; its path becomes the default
+    /// route prefix. Defaults to http://<hostname>:<port>/.
+    #[arg(long = "web.external-url", value_name = "URL")]
+    pub external_url: Option<String>,
+
+    /// Prefix for the internal routes of web endpoints. Defaults to the path of --web.external-url.
+    #[arg(long = "web.route-prefix", value_name = "PATH")]
+    pub route_prefix: Option<String>,
+
+    /// Enable shutdown and reload via HTTP request.
+    #[arg(long = "web.enable-lifecycle", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = bool_flag)]
+    pub enable_lifecycle: bool,
+
+    /// Enable API endpoints for admin control actions.
+    #[arg(long = "web.enable-admin-api", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = bool_flag)]
+    pub enable_admin_api: bool,
+
+    /// Enable the API endpoint accepting remote write requests.
+    #[arg(long = "web.enable-remote-write-receiver", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = bool_flag)]
+    pub enable_remote_write_receiver: bool,
+
+    /// Maximum time a query may take before being aborted.
+    #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = duration_flag)]
+    pub query_timeout: PromDuration,
+
+    /// Maximum number of samples a single query can load into memory.
+    #[arg(
+        long = "query.max-samples",
+        value_name = "N",
+        default_value_t = 50_000_000
+    )]
+    pub query_max_samples: u64,
+
+    /// The maximum lookback duration for retrieving metrics during expression evaluations.
+    #[arg(long = "query.lookback-delta", value_name = "DURATION", default_value = "5m", value_parser = duration_flag)]
+    pub query_lookback_delta: PromDuration,
+
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+
+    /// Output format of log messages.
+    #[arg(long = "log.format", value_enum, default_value = "logfmt")]
+    pub log_format: LogFormat,
+}
+
+impl ServerFlags {
+    /// Effective retention time, applying Prometheus's 15d default.
+    pub fn effective_retention_time(&self) -> Option<PromDuration> {
+        match (self.retention_time, self.retention_size) {
+            (Some(t), _) if !t.is_zero() => Some(t),
+            (_, Some(s)) if s > 0 => None,
+            _ => Some(PromDuration::from_secs(15 * 24 * 3600)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> ServerFlags {
+        let mut all = vec!["ember"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap().server
+    }
+
+    #[test]
+    fn prometheus_defaults() {
+        let f = flags(&[]);
+        assert_eq!(f.listen_address, "0.0.0.0:9090");
+        assert_eq!(f.config_file, PathBuf::from("prometheus.yml"));
+        assert_eq!(f.storage_path, PathBuf::from("data/"));
+        assert_eq!(f.query_timeout, PromDuration::from_secs(120));
+        assert_eq!(f.query_lookback_delta, PromDuration::from_secs(300));
+        assert_eq!(f.query_max_samples, 50_000_000);
+        assert!(!f.enable_lifecycle);
+        assert_eq!(
+            f.effective_retention_time(),
+            Some(PromDuration::from_secs(15 * 86400))
+        );
+    }
+
+    #[test]
+    fn bool_flags_with_and_without_values() {
+        assert!(flags(&["--web.enable-lifecycle"]).enable_lifecycle);
+        assert!(flags(&["--web.enable-lifecycle=true"]).enable_lifecycle);
+        assert!(!flags(&["--web.enable-lifecycle=false"]).enable_lifecycle);
+    }
+
+    #[test]
+    fn retention_size_alone_disables_time_default() {
+        let f = flags(&["--storage.tsdb.retention.size=10GB"]);
+        assert_eq!(f.retention_size, Some(10 << 30));
+        assert_eq!(f.effective_retention_time(), None);
+    }
+
+    #[test]
+    fn bad_duration_is_rejected() {
+        assert!(Cli::try_parse_from(["ember", "--query.timeout=2x"]).is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! Ember: a Prometheus-compatible monitoring server.
+//!
+//! Each module is one subsystem; see ARCHITECTURE.md for how they connect.
+
+pub mod cli;
+pub mod config;
+pub mod discovery;
+pub mod server;
+pub mod storage;
+pub mod systemd;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,387 @@
+//! The server's life: start-up in Prometheus's order, reloads, shutdown.
+//!
+//! 1. read and validate the config (nothing is created or bound on failure);
+//! 2. open the data directory and lock it;
+//! 3. bind the listen address;
+//! 4. finish start-up, then report ready (`/-/ready`, systemd `READY=1`).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::cli::ServerFlags;
+use crate::config::Config;
+use crate::storage::DataDir;
+use crate::systemd;
+use crate::telemetry::metrics::Metrics;
+use crate::web;
+
+/// How long in-flight requests get to finish after a shutdown request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+type ReloadReply = oneshot::Sender<Result<(), String>>;
+
+/// The handle HTTP handlers and subsystems use to observe and steer the server.
+pub struct Control {
+    ready: AtomicBool,
+    reload_tx: mpsc::Sender<ReloadReply>,
+    shutdown: CancellationToken,
+    config: watch::Receiver<Arc<Config>>,
+    external_url: String,
+}
+
+impl Control {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Reloads the configuration file and waits for the outcome.
+    pub async fn request_reload(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.reload_tx
+            .send(tx)
+            .await
+            .map_err(|_| "server is shutting down".to_owned())?;
+        rx.await.map_err(|_| "server is shutting down".to_owned())?
+    }
+
+    pub fn request_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// The configuration in force; subsystems watch it for reloads.
+    pub fn config(&self) -> watch::Receiver<Arc<Config>> {
+        self.config.clone()
+    }
+
+    pub fn external_url(&self) -> &str {
+        &self.external_url
+    }
+}
+
+/// Runs the server until it is told to stop. Start-up failures exit with 1.
+pub fn run(flags: ServerFlags) -> ExitCode {
+    info!(version = crate::telemetry::VERSION_LONG, "Starting Ember");
+
+    let config = match Config::load(&flags.config_file) {
+        Ok(c) => c,
+        Err(err) => {
+            error!(file = %flags.config_file.display(), err = %err, "Error loading config");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(file = %flags.config_file.display(), "Loaded configuration file");
+    warn_unimplemented(&flags, &config);
+
+    let (external_url, route_prefix) = match web_paths(&flags) {
+        Ok(v) => v,
+        Err(err) => {
+            error!(err = %err, "Invalid web flags");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let data_dir = match DataDir::open(&flags.storage_path) {
+        Ok(d) => d,
+        Err(err) => {
+            error!(err = %err, "Opening storage failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(path = %data_dir.path().display(), "Opened data directory");
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ember")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            error!(err = %err, "Cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(flags, config, external_url, route_prefix));
+    drop(data_dir);
+    code
+}
+
+async fn serve(
+    flags: ServerFlags,
+    config: Config,
+    external_url: String,
+    route_prefix: String,
+) -> ExitCode {
+    let metrics = match Metrics::new() {
+        Ok(m) => m,
+        Err(err) => {
+            error!(err = %err, "Cannot register metrics");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = normalize_listen_address(&flags.listen_address);
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(err) => {
+            error!(address = %flags.listen_address, err = %err, "Cannot listen on the web listen address");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(err) => {
+            error!(err = %err, "Cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(8);
+    let control = Arc::new(Control {
+        ready: AtomicBool::new(false),
+        reload_tx,
+        shutdown: CancellationToken::new(),
+        config: config_rx,
+        external_url,
+    });
+    metrics.config_last_reload_successful.set(1);
+    metrics.config_last_reload_success_timestamp.set(unix_now());
+
+    let app = web::router(web::AppState {
+        control: control.clone(),
+        metrics: metrics.clone(),
+        enable_lifecycle: flags.enable_lifecycle,
+        route_prefix: route_prefix.clone(),
+    });
+    let shutdown = control.shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    });
+    info!(address = %flags.listen_address, route_prefix = %route_prefix, "Listening");
+
+    // Start-up work that needs the server bound (WAL replay, later) goes
+    // between here and `ready`; the progress task keeps systemd patient.
+    let progress = tokio::spawn(startup_progress(control.clone()));
+    control.ready.store(true, Ordering::Release);
+    progress.abort();
+    metrics.ready.set(1);
+    systemd::ready();
+    info!("Server is ready to receive web requests.");
+
+    let mut server = server;
+    loop {
+        tokio::select! {
+            _ = signals.hangup.recv() => {
+                let _ = reload(&flags, &config_tx, &metrics).await;
+            }
+            Some(reply) = reload_rx.recv() => {
+                let _ = reply.send(reload(&flags, &config_tx, &metrics).await);
+            }
+            _ = signals.terminate.recv() => {
+                info!(signal = "SIGTERM", "Received termination request, exiting gracefully");
+                break;
+            }
+            _ = signals.interrupt.recv() => {
+                info!(signal = "SIGINT", "Received termination request, exiting gracefully");
+                break;
+            }
+            _ = control.shutdown.cancelled() => {
+                info!("Received termination request via web service, exiting gracefully");
+                break;
+            }
+            result = &mut server => {
+                // The HTTP server only stops by itself on a fatal error.
+                error!(result = ?result, "Web server stopped unexpectedly");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
+    systemd::stopping();
+    control.ready.store(false, Ordering::Release);
+    metrics.ready.set(0);
+    control.shutdown.cancel();
+    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(result) => warn!(result = ?result, "Web server stopped with an error"),
+        Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "In-flight requests did not finish in time"),
+    }
+    info!("See you next time!");
+    ExitCode::SUCCESS
+}
+
+/// Applies a new configuration, or keeps the old one and says why.
+async fn reload(
+    flags: &ServerFlags,
+    config_tx: &watch::Sender<Arc<Config>>,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    systemd::reloading();
+    info!(file = %flags.config_file.display(), "Loading configuration file");
+    let result = match Config::load(&flags.config_file) {
+        Ok(config) => {
+            warn_unimplemented(flags, &config);
+            config_tx.send_replace(Arc::new(config));
+            metrics.config_last_reload_successful.set(1);
+            metrics.config_last_reload_success_timestamp.set(unix_now());
+            info!(file = %flags.config_file.display(), "Completed loading of configuration file");
+            Ok(())
+        }
+        Err(err) => {
+            metrics.config_last_reload_successful.set(0);
+            error!(file = %flags.config_file.display(), err = %err, "Error reloading config; keeping the previous configuration");
+            Err(err.to_string())
+        }
+    };
+    systemd::ready();
+    result
+}
+
+/// Says out loud which accepted settings have no effect yet, so nothing
+/// appears to work that does not.
+fn warn_unimplemented(flags: &ServerFlags, config: &Config) {
+    for what in config.not_yet_acted_on() {
+        warn!(
+            setting = what,
+            "Configuration accepted but not acted on yet"
+        );
+    }
+    let flag_notes = [
+        (
+            flags.enable_admin_api,
+            "--web.enable-admin-api (no admin endpoints in this build)",
+        ),
+        (
+            flags.enable_remote_write_receiver,
+            "--web.enable-remote-write-receiver (no remote-write receiver in this build)",
+        ),
+        (
+            flags.retention_time.is_some() || flags.retention_size.is_some(),
+            "--storage.tsdb.retention.* (no sample storage in this build)",
+        ),
+    ];
+    for (set, what) in flag_notes {
+        if set {
+            warn!(flag = what, "Flag accepted but not acted on yet");
+        }
+    }
+}
+
+/// Extends systemd's start-up timeout while start-up is still going.
+async fn startup_progress(control: Arc<Control>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        if control.is_ready() {
+            return;
+        }
+        systemd::extend_timeout(Duration::from_secs(30), "Starting up");
+    }
+}
+
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+/// Go's `:9090` means every interface; Rust needs an explicit host.
+fn normalize_listen_address(addr: &str) -> String {
+    if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_owned()
+    }
+}
+
+/// The external URL and the route prefix, derived as Prometheus derives them.
+fn web_paths(flags: &ServerFlags) -> Result<(String, String), String> {
+    let external = match &flags.external_url {
+        Some(url) => {
+            crate::config::parse_url(url)
+                .map_err(|e| format!("invalid --web.external-url {url:?}: {e}"))?;
+            url.trim_end_matches('/').to_owned()
+        }
+        None => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_owned());
+            let port = flags
+                .listen_address
+                .rsplit_once(':')
+                .map(|(_, p)| p)
+                .unwrap_or("9090");
+            format!("http://{host}:{port}")
+        }
+    };
+    let prefix = match &flags.route_prefix {
+        Some(p) => p.clone(),
+        None => {
+            let after_scheme = external.split_once("://").map(|(_, r)| r).unwrap_or("");
+            after_scheme
+                .find('/')
+                .map(|i| after_scheme[i..].to_owned())
+                .unwrap_or_default()
+        }
+    };
+    let prefix = format!("/{}", prefix.trim_matches('/'));
+    Ok((external, prefix))
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn flags(args: &[&str]) -> ServerFlags {
+        let mut all = vec!["ember"];
+        all.extend_from_slice(args);
+        crate::cli::Cli::parse_from(all).server
+    }
+
+    #[test]
+    fn route_prefix_from_external_url() {
+        let (url, prefix) =
+            web_paths(&flags(&["--web.external-url=http://example.com/ember/"])).unwrap();
+        assert_eq!(url, "http://example.com/ember");
+        assert_eq!(prefix, "/ember");
+        let (_, prefix) = web_paths(&flags(&["--web.external-url=http://example.com"])).unwrap();
+        assert_eq!(prefix, "/");
+        let (_, prefix) = web_paths(&flags(&["--web.route-prefix=api/"])).unwrap();
+        assert_eq!(prefix, "/api");
+        assert!(web_paths(&flags(&["--web.external-url=example.com"])).is_err());
+    }
+
+    #[test]
+    fn go_style_listen_address() {
+        assert_eq!(normalize_listen_address(":9090"), "0.0.0.0:9090");
+        assert_eq!(normalize_listen_address("127.0.0.1:9090"), "127.0.0.1:9090");
+    }
+}

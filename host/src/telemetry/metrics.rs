@@ -1,0 +1,87 @@
+//! The registry behind `/metrics`: process, build, reload and HTTP metrics.
+//! Later subsystems register their own collectors on [`Metrics::registry`].
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Ember's own metrics. Cheap to clone: every field is a handle into the registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub config_last_reload_successful: IntGauge,
+    pub config_last_reload_success_timestamp: Gauge,
+    pub ready: IntGauge,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "ember_build_info",
+                "A metric with a constant '1' value labeled by version, revision and rustc version from which Ember was built.",
+            ),
+            &["version", "revision", "rustversion"],
+        )?;
+        build_info
+            .with_label_values(&[super::VERSION, super::REVISION, super::RUSTC_VERSION])
+            .set(1);
+        registry.register(Box::new(build_info))?;
+
+        let config_last_reload_successful = IntGauge::new(
+            "ember_config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful.",
+        )?;
+        registry.register(Box::new(config_last_reload_successful.clone()))?;
+        let config_last_reload_success_timestamp = Gauge::new(
+            "ember_config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration reload.",
+        )?;
+        registry.register(Box::new(config_last_reload_success_timestamp.clone()))?;
+        let ready = IntGauge::new(
+            "ember_ready",
+            "Whether Ember start-up was fully completed and the server is ready for normal operation.",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
+
+        let http_requests = IntCounterVec::new(
+            Opts::new("ember_http_requests_total", "Counter of HTTP requests."),
+            &["handler", "code"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ember_http_request_duration_seconds",
+                "Histogram of latencies for HTTP requests.",
+            )
+            // Prometheus's own buckets for this metric, so dashboards line up.
+            .buckets(vec![0.1, 0.2, 0.4, 1.0, 3.0, 8.0, 20.0, 60.0, 120.0]),
+            &["handler"],
+        )?;
+        registry.register(Box::new(http_request_duration.clone()))?;
+
+        Ok(Metrics {
+            registry,
+            config_last_reload_successful,
+            config_last_reload_success_timestamp,
+            ready,
+            http_requests,
+            http_request_duration,
+        })
+    }
+
+    /// The registry in Prometheus text format 0.0.4.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

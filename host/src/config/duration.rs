@@ -120,7 +120,7 @@ impl fmt::Display for PromDuration {
         }
         for (unit, factor) in UNITS {
             // Prometheus prints weeks and years only when they divide exactly.
-            if (unit == "y" || unit == "w") && ms % factor != 0 {
+            if (unit == "y" || unit == "w") && !ms.is_multiple_of(factor) {
                 continue;
             }
             if ms >= factor {

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing Ember needs on a fresh Debian
+# machine. Idempotent: anything already present is left alone.
+#
+#   tests/setup.sh run    - what `examples/quickstart/run.sh` needs
+#   tests/setup.sh test   - what the whole test suite needs (default)
+set -euo pipefail
+
+purpose="${1:-test}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else log "need root for: $*"; return 1
+  fi
+}
+
+if ! command -v cargo >/dev/null 2>&1; then
+  log "cargo not found: install Rust (https://rustup.rs) and run this again"
+  exit 1
+fi
+
+# Plugins are built for wasm32-wasip2.
+if command -v rustup >/dev/null 2>&1; then
+  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    log "adding Rust target wasm32-wasip2"
+    rustup target add wasm32-wasip2
+  fi
+  for component in rustfmt clippy; do
+    if ! rustup component list --installed | grep -q "^$component"; then
+      log "adding Rust component $component"
+      rustup component add "$component"
+    fi
+  done
+fi
+
+# Debian packages: the real Prometheus components Ember is tested against.
+apt_packages=()
+if [ "$purpose" = test ]; then
+  command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
+  command -v prometheus-alertmanager >/dev/null 2>&1 || apt_packages+=(prometheus-alertmanager)
+  command -v prometheus-pushgateway >/dev/null 2>&1 || apt_packages+=(prometheus-pushgateway)
+  command -v prometheus-node-exporter >/dev/null 2>&1 || apt_packages+=(prometheus-node-exporter)
+fi
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian packages: ${apt_packages[*]}"
+    # Keep the packages from starting their own services.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+      as_root chmod +x /usr/sbin/policy-rc.d
+    fi
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  else
+    log "not a Debian system: install ${apt_packages[*]} yourself; tests that need them are skipped outside CI"
+  fi
+fi
+log "setup ($purpose) complete"

@@ -1,0 +1,225 @@
+//! Starting the real `ember` binary for end-to-end tests: free ports,
+//! temporary data directories, captured logs, HTTP calls.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const EMBER: &str = env!("CARGO_BIN_EXE_ember");
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A minimal valid config.
+pub const MINIMAL_CONFIG: &str = "global:\n  scrape_interval: 15s\n";
+
+/// A running (or finished) ember process with its own directory.
+pub struct Ember {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+pub struct Setup {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        Setup {
+            tmp: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let p = self.path().join("ember.yml");
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// Starts ember with `--config.file` and `--storage.tsdb.path` in this
+    /// setup's directory, on a free port, plus `extra` flags.
+    pub fn start(&self, extra: &[&str]) -> Ember {
+        self.start_with(extra, |_| {})
+    }
+
+    pub fn start_with(&self, extra: &[&str], customize: impl FnOnce(&mut Command)) -> Ember {
+        let port = free_port();
+        let config = self.path().join("ember.yml");
+        let mut args: Vec<String> = vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", self.data_dir().display()),
+        ];
+        if !extra.iter().any(|a| a.starts_with("--web.listen-address")) {
+            args.push(format!("--web.listen-address=127.0.0.1:{port}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        spawn(self.path(), &args, port, customize)
+    }
+}
+
+pub fn spawn(
+    dir: &Path,
+    args: &[String],
+    port: u16,
+    customize: impl FnOnce(&mut Command),
+) -> Ember {
+    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let stderr_path = dir.join(format!("ember-{port}-{n}.log"));
+    let stderr = File::create(&stderr_path).expect("create log file");
+    let mut cmd = Command::new(EMBER);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG");
+    customize(&mut cmd);
+    let child = cmd.spawn().expect("spawn ember");
+    Ember {
+        child,
+        port,
+        dir: dir.to_owned(),
+        stderr_path,
+    }
+}
+
+impl Ember {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "ember did not exit within {timeout:?}; logs:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `/-/ready` answers 200.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("ember exited early with {status}; logs:\n{}", self.logs());
+            }
+            if let Ok(r) = get(&self.url("/-/ready"))
+                && r.status == 200
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("ember not ready in time; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let body = get(&self.url("/metrics")).ok()?.body;
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+impl Drop for Ember {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+fn into_response(
+    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Response, ureq::Error> {
+    let mut r = r?;
+    let status = r.status().as_u16();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = r.body_mut().read_to_string()?;
+    Ok(Response {
+        status,
+        body,
+        content_type,
+    })
+}
+
+pub fn get(url: &str) -> Result<Response, ureq::Error> {
+    into_response(agent().get(url).call())
+}
+
+pub fn post(url: &str) -> Result<Response, ureq::Error> {
+    into_response(agent().post(url).send_empty())
+}
+
+pub fn put(url: &str) -> Result<Response, ureq::Error> {
+    into_response(agent().put(url).send_empty())
+}
+
+/// Runs ember to completion (for subcommands and start-up failures).
+pub fn run(args: &[&str]) -> std::process::Output {
+    Command::new(EMBER)
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("run ember")
+}

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod model;
 pub mod server;
 pub mod storage;
 pub mod systemd;

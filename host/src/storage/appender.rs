@@ -1,0 +1,117 @@
+//! The one write path every ingester uses (scrape, push, remote write, rules,
+//! plugins): buffer samples, then commit them as a batch.
+
+use std::collections::HashMap;
+
+use crate::model::{Labels, Sample};
+
+use super::head::{AppendError, Placement};
+use super::wal::Record;
+use super::{Storage, StorageError};
+
+/// Samples waiting to be committed. Dropping it without `commit` discards them.
+pub struct Appender<'a> {
+    storage: &'a Storage,
+    pending: Vec<(Labels, Sample)>,
+}
+
+/// What a commit did. Rejections keep the position of the sample in the batch
+/// so callers can count or report them per reason.
+#[derive(Debug, Default, PartialEq)]
+pub struct CommitReport {
+    pub appended: usize,
+    pub duplicates: usize,
+    pub rejected: Vec<(usize, AppendError)>,
+}
+
+impl<'a> Appender<'a> {
+    pub(super) fn new(storage: &'a Storage) -> Appender<'a> {
+        Appender {
+            storage,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn append(&mut self, labels: Labels, t: i64, v: f64) {
+        self.pending.push((labels, Sample { t, v }));
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Checks every sample against Prometheus's ordering rules, writes the
+    /// accepted ones to the WAL, then makes them visible. When this returns
+    /// `Ok`, the accepted samples survive a crash of the process.
+    pub fn commit(self) -> Result<CommitReport, StorageError> {
+        let storage = self.storage;
+        // One commit at a time: the WAL order is the order samples are applied in.
+        let mut wal = storage.wal.lock();
+        let mut head = storage.head.write();
+
+        let mut report = CommitReport::default();
+        let mut new_series = Vec::new();
+        let mut accepted: Vec<(u32, Sample, usize)> = Vec::with_capacity(self.pending.len());
+        // Newest pending sample per series, so a batch is checked in order.
+        let mut pending_last: HashMap<u32, Sample> = HashMap::new();
+        for (i, (labels, sample)) in self.pending.into_iter().enumerate() {
+            let idx = head.get_or_create(&labels);
+            let series = head.series(idx);
+            if !series.logged && !new_series.iter().any(|(id, _)| *id == series.id) {
+                new_series.push((series.id, labels));
+            }
+            match head.place(idx, sample, pending_last.get(&idx).copied()) {
+                Ok(Placement::Duplicate) => report.duplicates += 1,
+                Ok(_) => {
+                    let last = pending_last.entry(idx).or_insert(sample);
+                    if sample.t >= last.t {
+                        *last = sample;
+                    }
+                    accepted.push((idx, sample, i));
+                }
+                Err(e) => report.rejected.push((i, e)),
+            }
+        }
+        // Within a batch, out-of-order inserts may also collide with each other.
+        accepted.sort_by_key(|(idx, s, i)| (*idx, s.t, *i));
+        accepted.dedup_by(|b, a| {
+            if a.0 == b.0 && a.1.t == b.1.t {
+                report.rejected.push((b.2, AppendError::DuplicateTimestamp));
+                true
+            } else {
+                false
+            }
+        });
+
+        let mut records = Vec::with_capacity(2);
+        if !new_series.is_empty() {
+            records.push(Record::Series(new_series.clone()));
+        }
+        if !accepted.is_empty() {
+            records.push(Record::Samples(
+                accepted
+                    .iter()
+                    .map(|(idx, s, _)| (head.series(*idx).id, *s))
+                    .collect(),
+            ));
+        }
+        if !records.is_empty() {
+            wal.log(&records)?;
+        }
+        for (id, _) in &new_series {
+            if let Some(idx) = head.index_of(*id) {
+                head.series_mut(idx).logged = true;
+            }
+        }
+        for (idx, s, _) in &accepted {
+            head.insert(*idx, *s);
+        }
+        report.appended = accepted.len();
+        storage.metrics.record_commit(&report);
+        Ok(report)
+    }
+}

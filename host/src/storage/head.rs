@@ -1,0 +1,236 @@
+//! The head: recent samples in memory, one sorted vector per series, with
+//! the postings index over their labels.
+
+use std::collections::HashMap;
+
+use crate::model::{Labels, Matcher, Sample};
+
+use super::index::Postings;
+
+/// Why a sample was not appended, worded as Prometheus words it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("out of order sample")]
+    OutOfOrder,
+    #[error("duplicate sample for timestamp")]
+    DuplicateTimestamp,
+    #[error("out of bounds")]
+    OutOfBounds,
+    #[error("too old sample")]
+    TooOld,
+}
+
+pub struct MemSeries {
+    pub id: u64,
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+    /// Whether the WAL has this series' record yet.
+    pub logged: bool,
+}
+
+/// A series and its samples in a time range, as reads return them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesSamples {
+    pub id: u64,
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// What a sample does to its series if appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Newer than every sample of the series.
+    Append,
+    /// Older, but inside the out-of-order window: goes at this position.
+    Insert(usize),
+    /// Same timestamp and bit-identical value: accepted, nothing changes.
+    Duplicate,
+}
+
+#[derive(Default)]
+pub struct Head {
+    series: Vec<MemSeries>,
+    by_id: HashMap<u64, u32>,
+    by_hash: HashMap<u64, Vec<u32>>,
+    postings: Postings,
+    /// Samples older than this belong to persisted blocks.
+    pub min_valid_time: i64,
+    pub ooo_window_ms: i64,
+    max_time: Option<i64>,
+    min_time: Option<i64>,
+    num_samples: u64,
+    /// Series whose natural id was taken by another label set.
+    pub id_collisions: u64,
+}
+
+impl Head {
+    pub fn new(ooo_window_ms: i64) -> Head {
+        Head {
+            min_valid_time: i64::MIN,
+            ooo_window_ms,
+            ..Head::default()
+        }
+    }
+
+    pub fn lookup(&self, labels: &Labels) -> Option<u32> {
+        self.by_hash
+            .get(&labels.stable_hash())?
+            .iter()
+            .copied()
+            .find(|&i| self.series[i as usize].labels == *labels)
+    }
+
+    /// Finds or creates the series. Its id is the label hash unless another
+    /// label set already has that id (a hash collision); then the next free
+    /// id is taken, so two series are never merged.
+    pub fn get_or_create(&mut self, labels: &Labels) -> u32 {
+        if let Some(idx) = self.lookup(labels) {
+            return idx;
+        }
+        let hash = labels.stable_hash();
+        let mut id = hash;
+        while self.by_id.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        if id != hash {
+            self.id_collisions += 1;
+        }
+        self.create(id, hash, labels.clone(), false)
+    }
+
+    /// Re-creates a series from the WAL with the id it was logged under.
+    pub fn restore_series(&mut self, id: u64, labels: Labels) -> Result<u32, String> {
+        if let Some(&idx) = self.by_id.get(&id) {
+            let existing = &self.series[idx as usize].labels;
+            return if *existing == labels {
+                Ok(idx)
+            } else {
+                Err(format!(
+                    "series id {id:#x} logged for both {existing} and {labels}"
+                ))
+            };
+        }
+        let hash = labels.stable_hash();
+        Ok(self.create(id, hash, labels, true))
+    }
+
+    fn create(&mut self, id: u64, hash: u64, labels: Labels, logged: bool) -> u32 {
+        let idx = self.series.len() as u32;
+        self.postings.add(idx, &labels);
+        self.by_id.insert(id, idx);
+        self.by_hash.entry(hash).or_default().push(idx);
+        self.series.push(MemSeries {
+            id,
+            labels,
+            samples: Vec::new(),
+            logged,
+        });
+        idx
+    }
+
+    pub fn series(&self, idx: u32) -> &MemSeries {
+        &self.series[idx as usize]
+    }
+
+    pub fn series_mut(&mut self, idx: u32) -> &mut MemSeries {
+        &mut self.series[idx as usize]
+    }
+
+    pub fn index_of(&self, id: u64) -> Option<u32> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// Where `s` would go in series `idx`, given the series' newest sample
+    /// `last` (which may include samples pending in the same commit).
+    pub fn place(
+        &self,
+        idx: u32,
+        s: Sample,
+        pending_last: Option<Sample>,
+    ) -> Result<Placement, AppendError> {
+        if s.t < self.min_valid_time {
+            return Err(AppendError::OutOfBounds);
+        }
+        let samples = &self.series[idx as usize].samples;
+        let last = match (samples.last().copied(), pending_last) {
+            (Some(a), Some(b)) => Some(if b.t >= a.t { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        let Some(last) = last else {
+            return Ok(Placement::Append);
+        };
+        if s.t > last.t {
+            return Ok(Placement::Append);
+        }
+        if s.t == last.t {
+            return if s.v.to_bits() == last.v.to_bits() {
+                Ok(Placement::Duplicate)
+            } else {
+                Err(AppendError::DuplicateTimestamp)
+            };
+        }
+        if self.ooo_window_ms <= 0 {
+            return Err(AppendError::OutOfOrder);
+        }
+        let head_max = self.max_time.unwrap_or(last.t).max(last.t);
+        if s.t < head_max.saturating_sub(self.ooo_window_ms) {
+            return Err(AppendError::TooOld);
+        }
+        match samples.binary_search_by_key(&s.t, |x| x.t) {
+            Ok(pos) if samples[pos].v.to_bits() == s.v.to_bits() => Ok(Placement::Duplicate),
+            Ok(_) => Err(AppendError::DuplicateTimestamp),
+            Err(pos) => Ok(Placement::Insert(pos)),
+        }
+    }
+
+    /// Applies a sample that [`Head::place`] accepted.
+    pub fn insert(&mut self, idx: u32, s: Sample) {
+        let samples = &mut self.series[idx as usize].samples;
+        match samples.binary_search_by_key(&s.t, |x| x.t) {
+            Ok(_) => return,
+            Err(pos) if pos == samples.len() => samples.push(s),
+            Err(pos) => samples.insert(pos, s),
+        }
+        self.num_samples += 1;
+        self.max_time = Some(self.max_time.map_or(s.t, |m| m.max(s.t)));
+        self.min_time = Some(self.min_time.map_or(s.t, |m| m.min(s.t)));
+    }
+
+    /// Series matching all matchers with their samples in `[mint, maxt]`;
+    /// series without samples in range are left out.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        let mut out: Vec<SeriesSamples> = self
+            .postings
+            .select(matchers)
+            .iter()
+            .filter_map(|idx| {
+                let s = &self.series[idx as usize];
+                let lo = s.samples.partition_point(|x| x.t < mint);
+                let hi = s.samples.partition_point(|x| x.t <= maxt);
+                (lo < hi).then(|| SeriesSamples {
+                    id: s.id,
+                    labels: s.labels.clone(),
+                    samples: s.samples[lo..hi].to_vec(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    pub fn postings(&self) -> &Postings {
+        &self.postings
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn num_samples(&self) -> u64 {
+        self.num_samples
+    }
+
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        Some((self.min_time?, self.max_time?))
+    }
+}

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::ServerFlags;
 use crate::config::Config;
-use crate::storage::DataDir;
+use crate::storage::{DataDir, ReplayProgress, Storage, StorageOptions};
 use crate::systemd;
 use crate::telemetry::metrics::Metrics;
 use crate::web;
@@ -30,6 +30,8 @@ type ReloadReply = oneshot::Sender<Result<(), String>>;
 /// The handle HTTP handlers and subsystems use to observe and steer the server.
 pub struct Control {
     ready: AtomicBool,
+    storage: std::sync::OnceLock<Arc<Storage>>,
+    replay: parking_lot::Mutex<ReplayProgress>,
     reload_tx: mpsc::Sender<ReloadReply>,
     shutdown: CancellationToken,
     config: watch::Receiver<Arc<Config>>,
@@ -62,6 +64,16 @@ impl Control {
 
     pub fn external_url(&self) -> &str {
         &self.external_url
+    }
+
+    /// The store, once WAL replay has finished.
+    pub fn storage(&self) -> Option<&Arc<Storage>> {
+        self.storage.get()
+    }
+
+    /// WAL replay progress in segments.
+    pub fn replay_progress(&self) -> ReplayProgress {
+        *self.replay.lock()
     }
 }
 
@@ -107,7 +119,7 @@ pub fn run(flags: ServerFlags) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(flags, config, external_url, route_prefix));
+    let code = runtime.block_on(serve(flags, config, external_url, route_prefix, &data_dir));
     drop(data_dir);
     code
 }
@@ -117,6 +129,7 @@ async fn serve(
     config: Config,
     external_url: String,
     route_prefix: String,
+    data_dir: &DataDir,
 ) -> ExitCode {
     let metrics = match Metrics::new() {
         Ok(m) => m,
@@ -141,10 +154,15 @@ async fn serve(
         }
     };
 
+    let storage_opts = StorageOptions {
+        out_of_order_window_ms: config.storage.tsdb.out_of_order_time_window.as_millis() as i64,
+    };
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(8);
     let control = Arc::new(Control {
         ready: AtomicBool::new(false),
+        storage: std::sync::OnceLock::new(),
+        replay: parking_lot::Mutex::new(ReplayProgress::default()),
         reload_tx,
         shutdown: CancellationToken::new(),
         config: config_rx,
@@ -167,9 +185,33 @@ async fn serve(
     });
     info!(address = %flags.listen_address, route_prefix = %route_prefix, "Listening");
 
-    // Start-up work that needs the server bound (WAL replay, later) goes
-    // between here and `ready`; the progress task keeps systemd patient.
+    // The server is bound (so /-/healthy and the replay status answer) but
+    // not ready while the head is rebuilt from the WAL; the progress task
+    // keeps systemd patient meanwhile.
     let progress = tokio::spawn(startup_progress(control.clone()));
+    let replay_control = control.clone();
+    let path = data_dir.path().to_owned();
+    info!("Replaying WAL, this may take a while");
+    let opened = tokio::task::spawn_blocking(move || {
+        Storage::open(&path, storage_opts, |p| {
+            *replay_control.replay.lock() = p;
+            info!(segment = p.done, total = p.total, "WAL segment loaded");
+        })
+    })
+    .await;
+    let storage = match opened {
+        Ok(Ok((storage, _report))) => storage,
+        Ok(Err(err)) => {
+            error!(err = %err, "Opening storage failed");
+            return ExitCode::FAILURE;
+        }
+        Err(err) => {
+            error!(err = %err, "WAL replay task failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    let storage = Arc::new(storage);
+    let _ = control.storage.set(storage.clone());
     control.ready.store(true, Ordering::Release);
     progress.abort();
     metrics.ready.set(1);
@@ -213,6 +255,9 @@ async fn serve(
         Ok(Ok(Ok(()))) => {}
         Ok(result) => warn!(result = ?result, "Web server stopped with an error"),
         Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "In-flight requests did not finish in time"),
+    }
+    if let Err(err) = storage.sync() {
+        error!(err = %err, "Cannot sync the WAL at shutdown");
     }
     info!("See you next time!");
     ExitCode::SUCCESS

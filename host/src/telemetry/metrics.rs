@@ -15,6 +15,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
+    pub head_series: IntGauge,
+    pub head_samples_appended: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -68,7 +70,20 @@ impl Metrics {
         )?;
         registry.register(Box::new(http_request_duration.clone()))?;
 
+        let head_series = IntGauge::new(
+            "ember_tsdb_head_series",
+            "Total number of series in the head block.",
+        )?;
+        registry.register(Box::new(head_series.clone()))?;
+        let head_samples_appended = prometheus::IntCounter::new(
+            "ember_tsdb_head_samples_appended_total",
+            "Total number of appended samples.",
+        )?;
+        registry.register(Box::new(head_samples_appended.clone()))?;
+
         Ok(Metrics {
+            head_series,
+            head_samples_appended,
             registry,
             config_last_reload_successful,
             config_last_reload_success_timestamp,
@@ -76,6 +91,18 @@ impl Metrics {
             http_requests,
             http_request_duration,
         })
+    }
+
+    /// Copies the storage's own counters into the registry before a scrape.
+    pub fn observe_storage(&self, storage: &crate::storage::Storage) {
+        let stats = storage.head_stats();
+        self.head_series.set(stats.num_series as i64);
+        // The storage counts; the registry's counter catches up to it.
+        let total = storage.metrics.samples_appended();
+        let seen = self.head_samples_appended.get();
+        if total > seen {
+            self.head_samples_appended.inc_by(total - seen);
+        }
     }
 
     /// The registry in Prometheus text format 0.0.4.

@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
+        .route("/api/v1/status/walreplay", get(wal_replay))
         .merge(lifecycle::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -41,7 +42,21 @@ pub fn router(state: AppState) -> Router {
     }
 }
 
+/// Served before the server is ready: it is how a client watches start-up.
+async fn wal_replay(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> impl IntoResponse {
+    let p = state.control.replay_progress();
+    axum::Json(serde_json::json!({
+        "status": "success",
+        "data": { "min": 0, "max": p.total, "current": p.done }
+    }))
+}
+
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    if let Some(storage) = state.control.storage() {
+        state.metrics.observe_storage(storage);
+    }
     match state.metrics.render() {
         Ok(body) => (
             [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],

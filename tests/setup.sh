@@ -58,4 +58,11 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
     log "not a Debian system: install ${apt_packages[*]} yourself; tests that need them are skipped outside CI"
   fi
 fi
+# Python packages: pyarrow reads Ember's Parquet blocks in the interop test.
+if [ "$purpose" = test ] && ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
+  log "installing pyarrow from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check pyarrow ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages pyarrow
+fi
+
 log "setup ($purpose) complete"

@@ -4,6 +4,7 @@
 //! on this (see ARCHITECTURE.md).
 
 pub mod appender;
+pub mod block;
 pub mod head;
 pub mod index;
 pub mod lock;

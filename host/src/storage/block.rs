@@ -1,0 +1,671 @@
+//! Persisted blocks: immutable directories of plain Parquet that any Parquet
+//! reader can open.
+//!
+//! ```text
+//! <data>/<ULID>/meta.json        id, time range, counts, compaction level and sources
+//! <data>/<ULID>/series.parquet   one row per series: id, metric name, labels, time range
+//! <data>/<ULID>/samples.parquet  one row per sample, sorted by (series_id, timestamp)
+//! ```
+//!
+//! The schema and the reasons for each encoding are in ARCHITECTURE.md.
+//! A block is written to `<ULID>.tmp` and renamed into place, so a crash
+//! never leaves a half-written block that looks complete.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, MapBuilder, RecordBatch, StringBuilder,
+    TimestampMillisecondArray, UInt64Array,
+};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Schema, TimeUnit, TimestampMillisecondType, UInt64Type,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+
+use super::head::SeriesSamples;
+use super::index::Postings;
+use crate::model::{Labels, Matcher, Sample};
+
+pub const META_FILE: &str = "meta.json";
+pub const SERIES_FILE: &str = "series.parquet";
+pub const SAMPLES_FILE: &str = "samples.parquet";
+pub const FORMAT: &str = "ember-parquet-v1";
+
+/// Rows per row group in `samples.parquet`: row groups are the unit of
+/// pruning by series id, pages (1 MiB) refine it further.
+const SAMPLES_ROW_GROUP_ROWS: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("block {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("block {}: {source}", path.display())]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("block {}: {source}", path.display())]
+    Arrow {
+        path: PathBuf,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    #[error("block {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockStats {
+    pub num_samples: u64,
+    pub num_series: u64,
+    #[serde(default)]
+    pub num_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockCompaction {
+    pub level: u32,
+    pub sources: Vec<String>,
+}
+
+/// `meta.json`, shaped like Prometheus's so its tools and habits carry over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockMeta {
+    pub ulid: String,
+    /// Inclusive, milliseconds.
+    pub min_time: i64,
+    /// Exclusive, milliseconds.
+    pub max_time: i64,
+    pub stats: BlockStats,
+    pub compaction: BlockCompaction,
+    pub version: u32,
+    pub format: String,
+}
+
+fn samples_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("series_id", DataType::UInt64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("value", DataType::Float64, false),
+    ]))
+}
+
+fn samples_properties() -> WriterProperties {
+    let zstd = Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default());
+    WriterProperties::builder()
+        .set_compression(zstd)
+        .set_max_row_group_row_count(Some(SAMPLES_ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_dictionary_enabled(false)
+        // Long runs of one id: a dictionary with run-length-encoded indices
+        // stores a run in a few bytes. Not DELTA_BINARY_PACKED: hash-derived
+        // ids jump across the whole u64 range, and one jump in a miniblock
+        // widens all its 32 deltas to 64 bits.
+        .set_column_dictionary_enabled(ColumnPath::from("series_id"), true)
+        // Timestamps at a fixed interval: deltas are (nearly) constant, which
+        // delta-binary-packing stores in ~0 bits per value.
+        .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BINARY_PACKED)
+        // Floats: splitting the bytes into streams groups the slowly changing
+        // sign/exponent/high-mantissa bytes, which zstd then compresses well.
+        .set_column_encoding(ColumnPath::from("value"), Encoding::BYTE_STREAM_SPLIT)
+        .set_sorting_columns(Some(vec![
+            SortingColumn {
+                column_idx: 0,
+                descending: false,
+                nulls_first: false,
+            },
+            SortingColumn {
+                column_idx: 1,
+                descending: false,
+                nulls_first: false,
+            },
+        ]))
+        .build()
+}
+
+fn series_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .build()
+}
+
+/// Writes one block from series (any order) restricted to `[min_time, max_time)`.
+pub fn write_block(
+    data_dir: &Path,
+    series: &[SeriesSamples],
+    min_time: i64,
+    max_time: i64,
+    compaction: BlockCompaction,
+) -> Result<BlockMeta, BlockError> {
+    let ulid = ulid::Ulid::new().to_string();
+    let tmp = data_dir.join(format!("{ulid}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BlockError::Io { path, source }
+    };
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+
+    let mut order: Vec<&SeriesSamples> = series
+        .iter()
+        .filter(|s| s.samples.iter().any(|x| x.t >= min_time && x.t < max_time))
+        .collect();
+    order.sort_by_key(|s| s.id);
+    if let Some(pair) = order.windows(2).find(|w| w[0].id == w[1].id) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(BlockError::Invalid {
+            path: tmp,
+            message: format!(
+                "two series share id {:#x}: {} and {}",
+                pair[0].id, pair[0].labels, pair[1].labels
+            ),
+        });
+    }
+
+    // series.parquet
+    let mut ids = Vec::with_capacity(order.len());
+    let mut names = StringBuilder::new();
+    let mut labels = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    let mut mins = Vec::with_capacity(order.len());
+    let mut maxs = Vec::with_capacity(order.len());
+    let mut counts = Vec::with_capacity(order.len());
+    let mut num_samples = 0u64;
+    for s in &order {
+        let in_range: Vec<&Sample> = s
+            .samples
+            .iter()
+            .filter(|x| x.t >= min_time && x.t < max_time)
+            .collect();
+        ids.push(s.id);
+        names.append_option(s.labels.metric_name());
+        for l in s.labels.iter() {
+            labels.keys().append_value(&*l.name);
+            labels.values().append_value(&*l.value);
+        }
+        labels.append(true).map_err(|source| BlockError::Arrow {
+            path: tmp.clone(),
+            source,
+        })?;
+        mins.push(in_range.first().map_or(0, |x| x.t));
+        maxs.push(in_range.last().map_or(0, |x| x.t));
+        counts.push(in_range.len() as u64);
+        num_samples += in_range.len() as u64;
+    }
+    let labels: ArrayRef = Arc::new(labels.finish());
+    let series_schema = Arc::new(Schema::new(vec![
+        Field::new("series_id", DataType::UInt64, false),
+        Field::new("metric_name", DataType::Utf8, true),
+        Field::new("labels", labels.data_type().clone(), false),
+        Field::new(
+            "min_time",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new(
+            "max_time",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("num_samples", DataType::UInt64, false),
+    ]));
+    let series_batch = RecordBatch::try_new(
+        series_schema.clone(),
+        vec![
+            Arc::new(UInt64Array::from(ids)),
+            Arc::new(names.finish()),
+            labels,
+            Arc::new(TimestampMillisecondArray::from(mins).with_timezone("UTC")),
+            Arc::new(TimestampMillisecondArray::from(maxs).with_timezone("UTC")),
+            Arc::new(UInt64Array::from(counts)),
+        ],
+    )
+    .map_err(|source| BlockError::Arrow {
+        path: tmp.clone(),
+        source,
+    })?;
+    write_parquet(
+        &tmp.join(SERIES_FILE),
+        series_schema,
+        series_properties(),
+        [series_batch],
+    )?;
+
+    // samples.parquet, streamed in bounded batches.
+    let schema = samples_schema();
+    let path = tmp.join(SAMPLES_FILE);
+    let file = File::create(&path).map_err(io(&path))?;
+    let pq = |source| BlockError::Parquet {
+        path: path.clone(),
+        source,
+    };
+    let mut writer =
+        ArrowWriter::try_new(file, schema.clone(), Some(samples_properties())).map_err(pq)?;
+    let (mut sid, mut ts, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+    for s in &order {
+        for x in s
+            .samples
+            .iter()
+            .filter(|x| x.t >= min_time && x.t < max_time)
+        {
+            sid.push(s.id);
+            ts.push(x.t);
+            vs.push(x.v);
+        }
+        if sid.len() >= 64 * 1024 {
+            let batch = samples_batch(&schema, &mut sid, &mut ts, &mut vs, &path)?;
+            writer.write(&batch).map_err(pq)?;
+        }
+    }
+    if !sid.is_empty() {
+        let batch = samples_batch(&schema, &mut sid, &mut ts, &mut vs, &path)?;
+        writer.write(&batch).map_err(pq)?;
+    }
+    let file = writer.into_inner().map_err(pq)?;
+    file.sync_all().map_err(io(&path))?;
+
+    let num_bytes = fs::metadata(tmp.join(SAMPLES_FILE))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        + fs::metadata(tmp.join(SERIES_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    let meta = BlockMeta {
+        ulid: ulid.clone(),
+        min_time,
+        max_time,
+        stats: BlockStats {
+            num_samples,
+            num_series: order.len() as u64,
+            num_bytes,
+        },
+        compaction,
+        version: 1,
+        format: FORMAT.into(),
+    };
+    let meta_path = tmp.join(META_FILE);
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| BlockError::Invalid {
+        path: meta_path.clone(),
+        message: e.to_string(),
+    })?;
+    fs::write(&meta_path, json).map_err(io(&meta_path))?;
+    File::open(&tmp)
+        .and_then(|d| d.sync_all())
+        .map_err(io(&tmp))?;
+    let dest = data_dir.join(&ulid);
+    fs::rename(&tmp, &dest).map_err(io(&dest))?;
+    File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(data_dir))?;
+    Ok(meta)
+}
+
+fn samples_batch(
+    schema: &Arc<Schema>,
+    sid: &mut Vec<u64>,
+    ts: &mut Vec<i64>,
+    vs: &mut Vec<f64>,
+    path: &Path,
+) -> Result<RecordBatch, BlockError> {
+    RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(UInt64Array::from(std::mem::take(sid))),
+            Arc::new(TimestampMillisecondArray::from(std::mem::take(ts)).with_timezone("UTC")),
+            Arc::new(Float64Array::from(std::mem::take(vs))),
+        ],
+    )
+    .map_err(|source| BlockError::Arrow {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write_parquet(
+    path: &Path,
+    schema: Arc<Schema>,
+    props: WriterProperties,
+    batches: impl IntoIterator<Item = RecordBatch>,
+) -> Result<(), BlockError> {
+    let file = File::create(path).map_err(|source| BlockError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let pq = |source| BlockError::Parquet {
+        path: path.to_owned(),
+        source,
+    };
+    let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(pq)?;
+    for b in batches {
+        writer.write(&b).map_err(pq)?;
+    }
+    let file = writer.into_inner().map_err(pq)?;
+    file.sync_all().map_err(|source| BlockError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+struct BlockSeries {
+    id: u64,
+    labels: Labels,
+    min_time: i64,
+    max_time: i64,
+}
+
+/// An opened block: its meta and series index in memory, samples read on demand.
+pub struct Block {
+    dir: PathBuf,
+    pub meta: BlockMeta,
+    series: Vec<BlockSeries>,
+    postings: Postings,
+}
+
+impl Block {
+    pub fn open(dir: &Path) -> Result<Block, BlockError> {
+        let meta_path = dir.join(META_FILE);
+        let text = fs::read(&meta_path).map_err(|source| BlockError::Io {
+            path: meta_path.clone(),
+            source,
+        })?;
+        let meta: BlockMeta = serde_json::from_slice(&text).map_err(|e| BlockError::Invalid {
+            path: meta_path.clone(),
+            message: e.to_string(),
+        })?;
+        if meta.format != FORMAT {
+            return Err(BlockError::Invalid {
+                path: meta_path,
+                message: format!("unknown block format {:?}", meta.format),
+            });
+        }
+        let path = dir.join(SERIES_FILE);
+        let pq = |source| BlockError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(|source| BlockError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(pq)?
+            .build()
+            .map_err(pq)?;
+        let mut series = Vec::new();
+        let mut postings = Postings::default();
+        let invalid = |message: &str| BlockError::Invalid {
+            path: path.clone(),
+            message: message.to_owned(),
+        };
+        for batch in reader {
+            let batch = batch.map_err(|source| BlockError::Arrow {
+                path: path.clone(),
+                source,
+            })?;
+            let ids = batch
+                .column(0)
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| invalid("series_id is not uint64"))?;
+            let maps = batch
+                .column(2)
+                .as_map_opt()
+                .ok_or_else(|| invalid("labels is not a map"))?;
+            let mins = batch
+                .column(3)
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or_else(|| invalid("min_time"))?;
+            let maxs = batch
+                .column(4)
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or_else(|| invalid("max_time"))?;
+            for row in 0..batch.num_rows() {
+                let entries = maps.value(row);
+                let keys = entries
+                    .column(0)
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| invalid("label names"))?;
+                let values = entries
+                    .column(1)
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| invalid("label values"))?;
+                let pairs = (0..keys.len()).map(|i| (keys.value(i), values.value(i)));
+                let labels = Labels::from_pairs(pairs).map_err(|e| invalid(&e.to_string()))?;
+                let idx = series.len() as u32;
+                postings.add(idx, &labels);
+                series.push(BlockSeries {
+                    id: ids.value(row),
+                    labels,
+                    min_time: mins.value(row),
+                    max_time: maxs.value(row),
+                });
+            }
+        }
+        Ok(Block {
+            dir: dir.to_owned(),
+            meta,
+            series,
+            postings,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.meta.min_time <= maxt && mint < self.meta.max_time
+    }
+
+    /// Series matching all matchers with samples in `[mint, maxt]`. Only the
+    /// row groups whose series-id range contains a wanted series are read.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, BlockError> {
+        if !self.overlaps(mint, maxt) {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<&BlockSeries> = self
+            .postings
+            .select(matchers)
+            .iter()
+            .map(|i| &self.series[i as usize])
+            .filter(|s| s.min_time <= maxt && mint <= s.max_time)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<u64> = wanted.iter().map(|s| s.id).collect();
+        ids.sort_unstable();
+        let id_set: HashSet<u64> = ids.iter().copied().collect();
+
+        let path = self.dir.join(SAMPLES_FILE);
+        let pq = |source| BlockError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(|source| BlockError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+        let row_groups: Vec<usize> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .enumerate()
+            .filter(|(_, rg)| match rg.column(0).statistics() {
+                Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                    // uint64 is stored in INT64 with unsigned ordering.
+                    (Some(&lo), Some(&hi)) => {
+                        let (lo, hi) = (lo as u64, hi as u64);
+                        let first = ids.partition_point(|&id| id < lo);
+                        first < ids.len() && ids[first] <= hi
+                    }
+                    _ => true,
+                },
+                _ => true,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let reader = builder.with_row_groups(row_groups).build().map_err(pq)?;
+
+        let mut by_id: std::collections::HashMap<u64, Vec<Sample>> =
+            std::collections::HashMap::new();
+        for batch in reader {
+            let batch = batch.map_err(|source| BlockError::Arrow {
+                path: path.clone(),
+                source,
+            })?;
+            let sid = batch.column(0).as_primitive::<UInt64Type>();
+            let ts = batch.column(1).as_primitive::<TimestampMillisecondType>();
+            let vs = batch.column(2).as_primitive::<Float64Type>();
+            for row in 0..batch.num_rows() {
+                let id = sid.value(row);
+                let t = ts.value(row);
+                if t < mint || t > maxt || !id_set.contains(&id) {
+                    continue;
+                }
+                by_id.entry(id).or_default().push(Sample {
+                    t,
+                    v: vs.value(row),
+                });
+            }
+        }
+        let mut out: Vec<SeriesSamples> = wanted
+            .into_iter()
+            .filter_map(|s| {
+                by_id.remove(&s.id).map(|samples| SeriesSamples {
+                    id: s.id,
+                    labels: s.labels.clone(),
+                    samples,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// Every series with all its samples (compaction, tools).
+    pub fn read_all(&self) -> Result<Vec<SeriesSamples>, BlockError> {
+        let any =
+            Matcher::new(crate::model::MatchOp::RegexMatch, "__name__", ".*").map_err(|e| {
+                BlockError::Invalid {
+                    path: self.dir.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        self.select(&[any], i64::MIN, i64::MAX)
+    }
+
+    pub fn label_names(&self) -> Vec<String> {
+        self.postings.label_names()
+    }
+
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.postings.label_values(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MatchOp;
+    use crate::model::sample::stale_nan;
+
+    fn series(n: usize, samples: usize) -> Vec<SeriesSamples> {
+        (0..n)
+            .map(|i| {
+                let labels = Labels::from_pairs([
+                    ("__name__", if i % 2 == 0 { "a" } else { "b" }),
+                    ("i", &i.to_string()),
+                ])
+                .unwrap();
+                SeriesSamples {
+                    id: labels.stable_hash(),
+                    labels,
+                    samples: (0..samples)
+                        .map(|t| Sample {
+                            t: t as i64 * 15_000,
+                            v: if t == 3 { stale_nan() } else { (t * i) as f64 },
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn write_then_read_back_bit_exact() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = series(50, 100);
+        let meta = write_block(
+            tmp.path(),
+            &input,
+            0,
+            60 * 15_000,
+            BlockCompaction {
+                level: 1,
+                sources: vec![],
+            },
+        )
+        .unwrap();
+        assert_eq!(meta.stats.num_series, 50);
+        assert_eq!(meta.stats.num_samples, 50 * 60);
+        let block = Block::open(&tmp.path().join(&meta.ulid)).unwrap();
+        assert_eq!(block.meta, meta);
+        let got = block
+            .select(&[Matcher::eq("__name__", "a")], i64::MIN, i64::MAX)
+            .unwrap();
+        assert_eq!(got.len(), 25);
+        for g in &got {
+            let want = input.iter().find(|s| s.id == g.id).unwrap();
+            assert_eq!(g.labels, want.labels);
+            assert_eq!(g.samples, want.samples[..60]);
+            assert_eq!(g.samples[3].v.to_bits(), crate::model::STALE_NAN_BITS);
+        }
+        let re = Matcher::new(MatchOp::RegexMatch, "i", "1|3").unwrap();
+        let got = block.select(&[re], 15_000, 30_000).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].samples.len(), 2);
+        assert!(
+            block
+                .select(&[Matcher::eq("__name__", "a")], 10_000_000, 20_000_000)
+                .unwrap()
+                .is_empty()
+        );
+        // No temporary directory is left behind.
+        let names: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, [meta.ulid]);
+    }
+}

@@ -98,3 +98,55 @@ fn damaged_wal_tail_is_cut_and_the_server_starts() {
         again.logs()
     );
 }
+
+#[test]
+fn running_server_cuts_blocks_in_the_background() {
+    let setup = Setup::new();
+    setup.write_config(MINIMAL_CONFIG);
+    // 40 samples 15 minutes apart: 10 hours of data for 50 series.
+    {
+        let (storage, _) =
+            Storage::open(&setup.data_dir(), StorageOptions::default(), |_| {}).unwrap();
+        for t in 0..40i64 {
+            let mut app = storage.appender();
+            for s in 0..50 {
+                let labels =
+                    Labels::from_pairs([("__name__", "m"), ("s", &s.to_string())]).unwrap();
+                app.append(labels, t * 15 * 60_000, t as f64);
+            }
+            app.commit().unwrap();
+        }
+    }
+    let mut ember = setup.start(&[
+        "--storage.tsdb.min-block-duration=1h",
+        "--storage.tsdb.retention.time=100y",
+    ]);
+    ember.wait_ready();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ember.metric("ember_tsdb_head_cuts_total").unwrap_or(0.0) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no block cut: {}",
+            ember.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        ember.logs().contains("Cut head into block"),
+        "{}",
+        ember.logs()
+    );
+    let blocks = std::fs::read_dir(setup.data_dir())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("meta.json").exists())
+        .count();
+    assert!(blocks >= 1);
+    // Everything is still there after a restart: blocks plus the checkpointed head.
+    ember.signal(libc::SIGTERM);
+    ember.wait_exit(Duration::from_secs(20));
+    let (storage, _) = Storage::open(&setup.data_dir(), StorageOptions::default(), |_| {}).unwrap();
+    let m = ember::model::Matcher::eq("__name__", "m");
+    let got = storage.select(&[m], i64::MIN, i64::MAX).unwrap();
+    assert_eq!(got.len(), 50);
+    assert!(got.iter().all(|s| s.samples.len() == 40));
+}

@@ -156,6 +156,12 @@ async fn serve(
 
     let storage_opts = StorageOptions {
         out_of_order_window_ms: config.storage.tsdb.out_of_order_time_window.as_millis() as i64,
+        block_range_ms: flags.min_block_duration.as_millis().max(1) as i64,
+        max_block_range_ms: flags.effective_max_block_duration().as_millis() as i64,
+        retention_ms: flags
+            .effective_retention_time()
+            .map(|d| d.as_millis() as i64),
+        retention_bytes: flags.retention_size.filter(|s| *s > 0),
     };
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(8);
@@ -212,6 +218,10 @@ async fn serve(
     };
     let storage = Arc::new(storage);
     let _ = control.storage.set(storage.clone());
+    let maintenance = tokio::spawn(storage_maintenance(
+        storage.clone(),
+        control.shutdown.clone(),
+    ));
     control.ready.store(true, Ordering::Release);
     progress.abort();
     metrics.ready.set(1);
@@ -256,6 +266,7 @@ async fn serve(
         Ok(result) => warn!(result = ?result, "Web server stopped with an error"),
         Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "In-flight requests did not finish in time"),
     }
+    maintenance.abort();
     if let Err(err) = storage.sync() {
         error!(err = %err, "Cannot sync the WAL at shutdown");
     }
@@ -308,14 +319,31 @@ fn warn_unimplemented(flags: &ServerFlags, config: &Config) {
             flags.enable_remote_write_receiver,
             "--web.enable-remote-write-receiver (no remote-write receiver in this build)",
         ),
-        (
-            flags.retention_time.is_some() || flags.retention_size.is_some(),
-            "--storage.tsdb.retention.* (no sample storage in this build)",
-        ),
     ];
     for (set, what) in flag_notes {
         if set {
             warn!(flag = what, "Flag accepted but not acted on yet");
+        }
+    }
+}
+
+/// Cuts the head into blocks, compacts and applies retention in the
+/// background, as often as the block range calls for (at most once a minute).
+async fn storage_maintenance(storage: Arc<Storage>, shutdown: CancellationToken) {
+    let range = Duration::from_millis(storage.options().block_range_ms.max(0) as u64);
+    let every = (range / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let s = storage.clone();
+        match tokio::task::spawn_blocking(move || s.run_maintenance()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => error!(err = %err, "Storage maintenance failed; will retry"),
+            Err(err) => error!(err = %err, "Storage maintenance task failed; will retry"),
         }
     }
 }

@@ -107,6 +107,14 @@ pub struct ServerFlags {
     #[arg(long = "storage.tsdb.retention.size", value_name = "SIZE", value_parser = bytes_flag)]
     pub retention_size: Option<u64>,
 
+    /// Length of the blocks the head is cut into (Prometheus's hidden flag; for tests).
+    #[arg(long = "storage.tsdb.min-block-duration", value_name = "DURATION", default_value = "2h", value_parser = duration_flag, hide = true)]
+    pub min_block_duration: PromDuration,
+
+    /// Longest block compaction may build. Defaults to 10% of the retention time, at most 31d.
+    #[arg(long = "storage.tsdb.max-block-duration", value_name = "DURATION", value_parser = duration_flag, hide = true)]
+    pub max_block_duration: Option<PromDuration>,
+
     /// Address to listen on for the UI, API and telemetry.
     #[arg(
         long = "web.listen-address",
@@ -170,6 +178,21 @@ impl ServerFlags {
             (_, Some(s)) if s > 0 => None,
             _ => Some(PromDuration::from_secs(15 * 24 * 3600)),
         }
+    }
+}
+
+impl ServerFlags {
+    /// The longest block compaction may build, as Prometheus derives it.
+    pub fn effective_max_block_duration(&self) -> PromDuration {
+        if let Some(d) = self.max_block_duration {
+            return d.max(self.min_block_duration);
+        }
+        let cap = PromDuration::from_secs(31 * 24 * 3600);
+        let tenth = self
+            .effective_retention_time()
+            .map(|r| PromDuration::from_millis(r.as_millis() / 10))
+            .unwrap_or(cap);
+        tenth.min(cap).max(self.min_block_duration)
     }
 }
 

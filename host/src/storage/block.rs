@@ -381,6 +381,9 @@ struct BlockSeries {
 /// An opened block: its meta and series index in memory, samples read on demand.
 pub struct Block {
     dir: PathBuf,
+    /// Held open so the block stays readable after compaction or retention
+    /// deletes its directory while a query still holds this `Block`.
+    samples: File,
     pub meta: BlockMeta,
     series: Vec<BlockSeries>,
     postings: Postings,
@@ -465,8 +468,14 @@ impl Block {
                 });
             }
         }
+        let samples_path = dir.join(SAMPLES_FILE);
+        let samples = File::open(&samples_path).map_err(|source| BlockError::Io {
+            path: samples_path,
+            source,
+        })?;
         Ok(Block {
             dir: dir.to_owned(),
+            samples,
             meta,
             series,
             postings,
@@ -511,7 +520,11 @@ impl Block {
             path: path.clone(),
             source,
         };
-        let file = File::open(&path).map_err(|source| BlockError::Io {
+        // A fresh open file description (own offset) of the held file; this
+        // works even after compaction or retention deleted the directory.
+        use std::os::fd::AsRawFd;
+        let fd_path = format!("/proc/self/fd/{}", self.samples.as_raw_fd());
+        let file = File::open(&fd_path).map_err(|source| BlockError::Io {
             path: path.clone(),
             source,
         })?;

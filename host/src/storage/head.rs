@@ -218,6 +218,48 @@ impl Head {
         out
     }
 
+    /// Drops samples before `cut` (they are in a block now) and series left
+    /// without samples. Indexes are rebuilt, so series indexes change.
+    pub fn truncate(&mut self, cut: i64) {
+        let old = std::mem::take(&mut self.series);
+        let (window, collisions) = (self.ooo_window_ms, self.id_collisions);
+        *self = Head::new(window);
+        self.id_collisions = collisions;
+        self.min_valid_time = cut;
+        for mut s in old {
+            let keep_from = s.samples.partition_point(|x| x.t < cut);
+            s.samples.drain(..keep_from);
+            if s.samples.is_empty() {
+                continue;
+            }
+            let idx = self.create(s.id, s.labels.stable_hash(), s.labels, s.logged);
+            for x in s.samples {
+                self.insert(idx, x);
+            }
+        }
+    }
+
+    /// Every series with its samples, for checkpoints; `from..to` indexes.
+    pub fn series_range(&self, from: usize, to: usize) -> &[MemSeries] {
+        &self.series[from.min(self.series.len())..to.min(self.series.len())]
+    }
+
+    /// Every series' samples in `[mint, maxt]`.
+    pub fn select_all(&self, mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        self.series
+            .iter()
+            .filter_map(|s| {
+                let lo = s.samples.partition_point(|x| x.t < mint);
+                let hi = s.samples.partition_point(|x| x.t <= maxt);
+                (lo < hi).then(|| SeriesSamples {
+                    id: s.id,
+                    labels: s.labels.clone(),
+                    samples: s.samples[lo..hi].to_vec(),
+                })
+            })
+            .collect()
+    }
+
     pub fn postings(&self) -> &Postings {
         &self.postings
     }

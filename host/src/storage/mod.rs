@@ -5,17 +5,20 @@
 
 pub mod appender;
 pub mod block;
+pub mod compact;
 pub mod head;
 pub mod index;
 pub mod lock;
 pub mod wal;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 
 pub use self::appender::{Appender, CommitReport};
+use self::block::{Block, BlockCompaction, BlockError};
 use self::head::Head;
 pub use self::head::{AppendError, SeriesSamples};
 pub use self::lock::{DataDir, LockError};
@@ -26,12 +29,42 @@ use crate::model::Matcher;
 pub enum StorageError {
     #[error(transparent)]
     Wal(#[from] WalError),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-#[derive(Clone, Debug, Default)]
+pub const DEFAULT_BLOCK_RANGE_MS: i64 = 2 * 3600 * 1000;
+
+#[derive(Clone, Debug)]
 pub struct StorageOptions {
     /// `storage.tsdb.out_of_order_time_window`, in milliseconds.
     pub out_of_order_window_ms: i64,
+    /// The head is cut into blocks of this many milliseconds (2h).
+    pub block_range_ms: i64,
+    /// Compaction never builds blocks longer than this.
+    pub max_block_range_ms: i64,
+    /// Delete blocks entirely older than this (milliseconds), if set.
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest blocks while blocks + WAL exceed this many bytes, if set.
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            out_of_order_window_ms: 0,
+            block_range_ms: DEFAULT_BLOCK_RANGE_MS,
+            max_block_range_ms: 31 * 24 * 3600 * 1000,
+            retention_ms: Some(15 * 24 * 3600 * 1000),
+            retention_bytes: None,
+        }
+    }
 }
 
 /// Progress of WAL replay, for logs, `/api/v1/status/walreplay` and metrics.
@@ -44,6 +77,9 @@ pub struct ReplayProgress {
 /// Counters the storage keeps about itself.
 #[derive(Default)]
 pub struct StorageMetrics {
+    pub blocks_cut: std::sync::atomic::AtomicU64,
+    pub compactions: std::sync::atomic::AtomicU64,
+    pub blocks_deleted_by_retention: std::sync::atomic::AtomicU64,
     samples_appended: std::sync::atomic::AtomicU64,
     samples_rejected: [std::sync::atomic::AtomicU64; 4],
 }
@@ -71,8 +107,15 @@ impl StorageMetrics {
 }
 
 pub struct Storage {
+    dir: PathBuf,
+    opts: StorageOptions,
     head: RwLock<Head>,
     wal: Mutex<Wal>,
+    /// Persisted blocks, sorted by time. Readers clone the `Arc`s, so a block
+    /// replaced by compaction stays readable until its last reader is done.
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// Serializes cuts, compactions and retention with each other.
+    maintenance: Mutex<()>,
     pub metrics: StorageMetrics,
 }
 
@@ -94,7 +137,20 @@ impl Storage {
         mut progress: impl FnMut(ReplayProgress),
     ) -> Result<(Storage, ReplayReport), StorageError> {
         let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let blocks = load_blocks(dir)?;
         let mut head = Head::new(opts.out_of_order_window_ms);
+        // Samples already persisted in a block must not come back from the WAL
+        // (a crash between writing a block and checkpointing leaves them there).
+        head.min_valid_time = blocks
+            .iter()
+            .map(|b| b.meta.max_time)
+            .max()
+            .unwrap_or(i64::MIN);
+        let min_valid = head.min_valid_time;
         let started = Instant::now();
         let mut unknown_series_samples = 0u64;
         let mut conflicts = Vec::new();
@@ -111,6 +167,7 @@ impl Storage {
                 Record::Samples(samples) => {
                     for (id, s) in samples {
                         match head.index_of(id) {
+                            Some(_) if s.t < min_valid => {}
                             Some(idx) => head.insert(idx, s),
                             None => unknown_series_samples += 1,
                         }
@@ -149,8 +206,12 @@ impl Storage {
         let wal = Wal::open(&wal_dir)?;
         Ok((
             Storage {
+                dir: dir.to_owned(),
+                opts,
                 head: RwLock::new(head),
                 wal: Mutex::new(wal),
+                blocks: RwLock::new(blocks),
+                maintenance: Mutex::new(()),
                 metrics: StorageMetrics::default(),
             },
             report,
@@ -161,17 +222,212 @@ impl Storage {
         Appender::new(self)
     }
 
-    /// Series matching all matchers with samples in `[mint, maxt]`, sorted by labels.
-    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        self.head.read().select(matchers, mint, maxt)
+    /// Series matching all matchers with samples in `[mint, maxt]` across
+    /// blocks and head, sorted by labels, each series' samples sorted by time.
+    /// Blocks outside the range are not opened.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StorageError> {
+        let blocks: Vec<Arc<Block>> = self
+            .blocks
+            .read()
+            .iter()
+            .filter(|b| b.overlaps(mint, maxt))
+            .cloned()
+            .collect();
+        let mut parts = Vec::with_capacity(blocks.len() + 1);
+        for b in &blocks {
+            parts.push(b.select(matchers, mint, maxt)?);
+        }
+        parts.push(self.head.read().select(matchers, mint, maxt));
+        Ok(compact::merge_series(parts))
     }
 
     pub fn label_names(&self) -> Vec<String> {
-        self.head.read().postings().label_names()
+        let mut names = self.head.read().postings().label_names();
+        for b in self.blocks.read().iter() {
+            names.extend(b.label_names());
+        }
+        names.sort();
+        names.dedup();
+        names
     }
 
     pub fn label_values(&self, name: &str) -> Vec<String> {
-        self.head.read().postings().label_values(name)
+        let mut values = self.head.read().postings().label_values(name);
+        for b in self.blocks.read().iter() {
+            values.extend(b.label_values(name));
+        }
+        values.sort();
+        values.dedup();
+        values
+    }
+
+    pub fn blocks(&self) -> Vec<Arc<Block>> {
+        self.blocks.read().clone()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &StorageOptions {
+        &self.opts
+    }
+
+    /// Cuts every full block range out of the head, then compacts and applies
+    /// retention. Cheap when there is nothing to do; the server calls it
+    /// periodically.
+    pub fn run_maintenance(&self) -> Result<(), StorageError> {
+        let _guard = self.maintenance.lock();
+        while self.cut_once()? {}
+        compact::compact(self)?;
+        self.apply_retention()?;
+        Ok(())
+    }
+
+    /// Like Prometheus: cut once the head spans 1.5 block ranges, so recent
+    /// data stays in memory and late samples still have somewhere to go.
+    fn cut_once(&self) -> Result<bool, StorageError> {
+        let range = self.opts.block_range_ms;
+        let (start, end) = {
+            let mut head = self.head.write();
+            let Some((mint, maxt)) = head.time_range() else {
+                return Ok(false);
+            };
+            let start = mint.div_euclid(range) * range;
+            if maxt - start < range + range / 2 {
+                return Ok(false);
+            }
+            // From now on nothing older than the cut can enter the head.
+            let end = start + range;
+            head.min_valid_time = head.min_valid_time.max(end);
+            (start, end)
+        };
+        let started = Instant::now();
+        let series = self.head.read().select_all(start, end - 1);
+        let meta = block::write_block(
+            &self.dir,
+            &series,
+            start,
+            end,
+            BlockCompaction {
+                level: 1,
+                sources: vec![],
+            },
+        )?;
+        let opened = Arc::new(Block::open(&self.dir.join(&meta.ulid))?);
+        {
+            let mut blocks = self.blocks.write();
+            blocks.push(opened);
+            blocks.sort_by_key(|b| b.meta.min_time);
+        }
+        self.head.write().truncate(end);
+        self.checkpoint()?;
+        tracing::info!(
+            block = %meta.ulid,
+            min_time = start,
+            max_time = end,
+            series = meta.stats.num_series,
+            samples = meta.stats.num_samples,
+            duration = ?started.elapsed(),
+            "Cut head into block"
+        );
+        self.metrics
+            .blocks_cut
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Replaces the WAL up to now with the head's current state.
+    fn checkpoint(&self) -> Result<(), StorageError> {
+        let closed = self.wal.lock().rotate()?;
+        // Copied in slices so commits are not blocked for the whole write.
+        const CHUNK: usize = 10_000;
+        let mut records = Vec::new();
+        let mut from = 0;
+        loop {
+            let head = self.head.read();
+            let chunk = head.series_range(from, from + CHUNK);
+            if chunk.is_empty() {
+                break;
+            }
+            records.push(Record::Series(
+                chunk.iter().map(|s| (s.id, s.labels.clone())).collect(),
+            ));
+            let samples: Vec<(u64, crate::model::Sample)> = chunk
+                .iter()
+                .flat_map(|s| s.samples.iter().map(move |x| (s.id, *x)))
+                .collect();
+            if !samples.is_empty() {
+                records.push(Record::Samples(samples));
+            }
+            from += CHUNK;
+        }
+        wal::write_checkpoint(&self.dir.join("wal"), closed, records)?;
+        Ok(())
+    }
+
+    /// Deletes whole blocks past the retention time or size, oldest first.
+    fn apply_retention(&self) -> Result<(), StorageError> {
+        let blocks = self.blocks();
+        let newest = blocks
+            .iter()
+            .map(|b| b.meta.max_time)
+            .chain(self.head.read().time_range().map(|r| r.1))
+            .max();
+        let mut doomed: Vec<(Arc<Block>, &'static str)> = Vec::new();
+        if let (Some(retention), Some(newest)) = (self.opts.retention_ms, newest) {
+            for b in &blocks {
+                if b.meta.max_time <= newest - retention {
+                    doomed.push((b.clone(), "time"));
+                }
+            }
+        }
+        if let Some(limit) = self.opts.retention_bytes {
+            let mut total: u64 = blocks.iter().map(|b| b.meta.stats.num_bytes).sum::<u64>()
+                + wal::disk_size(&self.dir.join("wal"));
+            for b in &blocks {
+                if total <= limit {
+                    break;
+                }
+                total = total.saturating_sub(b.meta.stats.num_bytes);
+                if !doomed.iter().any(|(d, _)| Arc::ptr_eq(d, b)) {
+                    doomed.push((b.clone(), "size"));
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.blocks
+            .write()
+            .retain(|b| !doomed.iter().any(|(d, _)| Arc::ptr_eq(d, b)));
+        for (b, reason) in doomed {
+            remove_block_dir(b.dir())?;
+            tracing::info!(block = %b.meta.ulid, reason, min_time = b.meta.min_time, max_time = b.meta.max_time, "Deleted block past retention");
+            self.metrics
+                .blocks_deleted_by_retention
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Swaps compacted blocks in: `new` replaces `old` for all later readers.
+    fn replace_blocks(&self, old: &[Arc<Block>], new: Arc<Block>) -> Result<(), StorageError> {
+        {
+            let mut blocks = self.blocks.write();
+            blocks.retain(|b| !old.iter().any(|o| Arc::ptr_eq(o, b)));
+            blocks.push(new);
+            blocks.sort_by_key(|b| b.meta.min_time);
+        }
+        for b in old {
+            remove_block_dir(b.dir())?;
+        }
+        Ok(())
     }
 
     pub fn head_stats(&self) -> HeadStats {
@@ -189,6 +445,41 @@ impl Storage {
     pub fn sync(&self) -> Result<(), StorageError> {
         Ok(self.wal.lock().sync()?)
     }
+}
+
+/// Opens every complete block in the data directory and removes leftovers
+/// of interrupted writes (`*.tmp`).
+fn load_blocks(dir: &Path) -> Result<Vec<Arc<Block>>, StorageError> {
+    let io = |source| StorageError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut blocks = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !path.is_dir() {
+            continue;
+        }
+        if name.ends_with(".tmp") {
+            tracing::warn!(path = %path.display(), "Removing an incomplete block left by an interrupted write");
+            remove_block_dir(&path)?;
+            continue;
+        }
+        if ulid::Ulid::from_string(&name).is_ok() && path.join(block::META_FILE).exists() {
+            blocks.push(Arc::new(Block::open(&path)?));
+        }
+    }
+    blocks.sort_by_key(|b| b.meta.min_time);
+    Ok(blocks)
+}
+
+fn remove_block_dir(path: &Path) -> Result<(), StorageError> {
+    std::fs::remove_dir_all(path).map_err(|source| StorageError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -11,15 +11,49 @@ fn open(dir: &Path, ooo_ms: i64) -> (Storage, ReplayReport) {
         dir,
         StorageOptions {
             out_of_order_window_ms: ooo_ms,
+            ..StorageOptions::default()
         },
         |_| {},
     )
     .unwrap()
 }
 
+/// Small block ranges (1s) so a test crosses many of them quickly.
+fn open_small(dir: &Path, retention_ms: Option<i64>, retention_bytes: Option<u64>) -> Storage {
+    Storage::open(
+        dir,
+        StorageOptions {
+            out_of_order_window_ms: 0,
+            block_range_ms: 1000,
+            // As the server derives it: 10% of the retention time, at least one range.
+            max_block_range_ms: retention_ms.map_or(9000, |r| (r / 10).max(1000)),
+            retention_ms,
+            retention_bytes,
+        },
+        |_| {},
+    )
+    .unwrap()
+    .0
+}
+
+/// 10 series with a sample every 100ms over `[from, to)`.
+fn ingest(storage: &Storage, from: i64, to: i64) {
+    for t in (from..to).step_by(100) {
+        let mut app = storage.appender();
+        for j in 0..10 {
+            app.append(series("m", &j.to_string()), t, t as f64);
+        }
+        app.commit().unwrap();
+    }
+}
+
+fn count_samples(storage: &Storage) -> usize {
+    all(storage).iter().map(|s| s.samples.len()).sum()
+}
+
 fn all(storage: &Storage) -> Vec<SeriesSamples> {
     let m = Matcher::new(MatchOp::RegexMatch, "__name__", ".+").unwrap();
-    storage.select(&[m], i64::MIN, i64::MAX)
+    storage.select(&[m], i64::MIN, i64::MAX).unwrap()
 }
 
 #[test]
@@ -32,13 +66,15 @@ fn append_select_and_stale_markers() {
     app.append(series("up", "a"), 2000, stale_nan());
     let report = app.commit().unwrap();
     assert_eq!(report.appended, 3);
-    let got = storage.select(&[Matcher::eq("job", "a")], 0, 5000);
+    let got = storage.select(&[Matcher::eq("job", "a")], 0, 5000).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].samples[0], Sample { t: 1000, v: 1.0 });
     assert_eq!(got[0].samples[1].v.to_bits(), crate::model::STALE_NAN_BITS);
     // Time range is inclusive on both ends.
     assert_eq!(
-        storage.select(&[Matcher::eq("job", "a")], 2000, 2000)[0]
+        storage
+            .select(&[Matcher::eq("job", "a")], 2000, 2000)
+            .unwrap()[0]
             .samples
             .len(),
         1
@@ -46,6 +82,7 @@ fn append_select_and_stale_markers() {
     assert!(
         storage
             .select(&[Matcher::eq("job", "a")], 3000, 4000)
+            .unwrap()
             .is_empty()
     );
     assert_eq!(storage.label_values("job"), ["a", "b"]);
@@ -172,4 +209,119 @@ fn corrupt_tail_keeps_the_intact_part() {
     let (storage, report) = open(tmp.path(), 0);
     assert!(report.corruption.is_some());
     assert_eq!(all(&storage)[0].samples.len(), 9);
+}
+
+#[test]
+fn head_is_cut_into_blocks_and_reads_span_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = open_small(tmp.path(), None, None);
+    ingest(&storage, 0, 5000);
+    storage.run_maintenance().unwrap();
+    let blocks = storage.blocks();
+    // Head spans 0..4900: ranges [0,1000), [1000,2000), [2000,3000) are cut
+    // (each leaves >= 1.5 ranges behind it), compaction then merges them.
+    assert!(!blocks.is_empty());
+    assert!(
+        storage.head_stats().min_time.unwrap() >= 3000,
+        "{:?}",
+        storage.head_stats()
+    );
+    assert_eq!(count_samples(&storage), 50 * 10);
+    let s = &all(&storage)[0];
+    assert!(
+        s.samples.windows(2).all(|w| w[0].t < w[1].t),
+        "sorted and without duplicates"
+    );
+    // Samples older than the cut are now out of bounds.
+    let mut app = storage.appender();
+    app.append(series("m", "0"), 500, 1.0);
+    assert_eq!(
+        app.commit().unwrap().rejected,
+        vec![(0, AppendError::OutOfBounds)]
+    );
+}
+
+#[test]
+fn restart_after_cut_replays_checkpoint_and_skips_persisted_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let storage = open_small(tmp.path(), None, None);
+        ingest(&storage, 0, 5000);
+        storage.run_maintenance().unwrap();
+        ingest(&storage, 5000, 5500);
+    }
+    let wal_dir = tmp.path().join("wal");
+    let names: Vec<String> = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("checkpoint.")),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"00000000".to_owned()),
+        "segments before the checkpoint are gone: {names:?}"
+    );
+    let storage = open_small(tmp.path(), None, None);
+    assert_eq!(count_samples(&storage), 55 * 10);
+}
+
+#[test]
+fn compaction_merges_aligned_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = open_small(tmp.path(), None, None);
+    ingest(&storage, 0, 8000);
+    storage.run_maintenance().unwrap();
+    let blocks = storage.blocks();
+    // [0,3000) is complete and merged into one level-2 block.
+    let first = &blocks[0];
+    assert_eq!((first.meta.min_time, first.meta.max_time), (0, 3000));
+    assert_eq!(first.meta.compaction.level, 2);
+    assert_eq!(first.meta.compaction.sources.len(), 3);
+    assert_eq!(count_samples(&storage), 80 * 10);
+    // Only live block directories remain on disk.
+    let dirs = std::fs::read_dir(tmp.path()).unwrap().filter(|e| {
+        let e = e.as_ref().unwrap();
+        e.path().join("meta.json").exists()
+    });
+    assert_eq!(dirs.count(), blocks.len());
+}
+
+#[test]
+fn reads_survive_compaction_deleting_a_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = open_small(tmp.path(), None, None);
+    ingest(&storage, 0, 2600);
+    storage.run_maintenance().unwrap();
+    let held = storage.blocks()[0].clone();
+    std::fs::remove_dir_all(held.dir()).unwrap();
+    let got = held.read_all().unwrap();
+    assert_eq!(got.iter().map(|s| s.samples.len()).sum::<usize>(), 10 * 10);
+}
+
+#[test]
+fn retention_by_time_and_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = open_small(tmp.path(), Some(3000), None);
+    ingest(&storage, 0, 10_000);
+    storage.run_maintenance().unwrap();
+    let min_block = storage
+        .blocks()
+        .iter()
+        .map(|b| b.meta.min_time)
+        .min()
+        .unwrap();
+    assert!(
+        min_block >= 10_000 - 3000 - 3000,
+        "old blocks deleted, got {min_block}"
+    );
+    assert!(all(&storage)[0].samples[0].t >= min_block);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = open_small(tmp.path(), None, Some(1));
+    ingest(&storage, 0, 5000);
+    storage.run_maintenance().unwrap();
+    assert!(storage.blocks().is_empty(), "a 1-byte limit keeps no block");
+    assert!(count_samples(&storage) > 0, "the head is never deleted");
 }

@@ -95,7 +95,31 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u32>, WalError> {
     Ok(out)
 }
 
-/// Reads every intact record in order, repairing a damaged tail in place.
+/// The newest complete checkpoint: `checkpoint.NNNNNNNN` holds the head's
+/// state as of the end of segment N, so segments up to N are no longer needed.
+fn latest_checkpoint(dir: &Path) -> Result<Option<(u32, PathBuf)>, WalError> {
+    let mut best: Option<(u32, PathBuf)> = None;
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name.strip_prefix("checkpoint.") {
+            if n.ends_with(".tmp") {
+                // An interrupted checkpoint: the segments it replaces still exist.
+                let p = entry.path();
+                fs::remove_dir_all(&p).map_err(io_err(&p))?;
+            } else if let Ok(n) = n.parse::<u32>()
+                && best.as_ref().is_none_or(|(b, _)| n > *b)
+            {
+                best = Some((n, entry.path()));
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Reads every intact record in order (the latest checkpoint, then the
+/// segments after it), repairing a damaged tail in place.
 /// `progress(done, total)` is called after each segment.
 pub fn replay(
     dir: &Path,
@@ -103,9 +127,43 @@ pub fn replay(
     mut progress: impl FnMut(u32, u32),
 ) -> Result<ReplayReport, WalError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let segments = list_segments(dir)?;
+    let checkpoint = latest_checkpoint(dir)?;
+    let after = checkpoint.as_ref().map(|(n, _)| *n);
+    let segments: Vec<u32> = list_segments(dir)?
+        .into_iter()
+        .filter(|n| after.is_none_or(|a| *n > a))
+        .collect();
+    let cp_segments = match &checkpoint {
+        Some((_, p)) => list_segments(p)?,
+        None => Vec::new(),
+    };
+    let total = (cp_segments.len() + segments.len()) as u32;
     let mut report = ReplayReport::default();
-    let total = segments.len() as u32;
+    let mut done = 0u32;
+    let mut tick = |report: &ReplayReport| {
+        done += 1;
+        progress(done.min(total), total);
+        let _ = report;
+    };
+    if let Some((_, cp_dir)) = &checkpoint {
+        replay_segments(cp_dir, &cp_segments, &mut on_record, &mut report, &mut tick)?;
+    }
+    let damaged_checkpoint = report.corruption.take();
+    replay_segments(dir, &segments, &mut on_record, &mut report, &mut tick)?;
+    if report.corruption.is_none() {
+        report.corruption = damaged_checkpoint;
+    }
+    progress(total, total);
+    Ok(report)
+}
+
+fn replay_segments(
+    dir: &Path,
+    segments: &[u32],
+    on_record: &mut impl FnMut(Record),
+    report: &mut ReplayReport,
+    tick: &mut impl FnMut(&ReplayReport),
+) -> Result<(), WalError> {
     for (i, &seg) in segments.iter().enumerate() {
         let path = segment_path(dir, seg);
         let data = fs::read(&path).map_err(io_err(&path))?;
@@ -147,12 +205,71 @@ pub fn replay(
                 bytes_lost,
                 segments_removed: later.len() as u32,
             });
-            progress(total, total);
-            return Ok(report);
+            return Ok(());
         }
-        progress(i as u32 + 1, total);
+        tick(report);
     }
-    Ok(report)
+    Ok(())
+}
+
+/// Writes a checkpoint replacing segments `..=upto`, then deletes them and
+/// any older checkpoint. `records` must describe the head completely as of
+/// the end of segment `upto` (later state in it is harmless: replaying a
+/// sample twice is a no-op).
+pub fn write_checkpoint(
+    dir: &Path,
+    upto: u32,
+    records: impl IntoIterator<Item = Record>,
+) -> Result<(), WalError> {
+    let tmp = dir.join(format!("checkpoint.{upto:08}.tmp"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    {
+        let mut w = Wal::open(&tmp)?;
+        for r in records {
+            w.log(std::slice::from_ref(&r))?;
+        }
+        w.sync()?;
+    }
+    let done = dir.join(format!("checkpoint.{upto:08}"));
+    fs::rename(&tmp, &done).map_err(io_err(&done))?;
+    sync_dir(dir).map_err(io_err(dir))?;
+    for n in list_segments(dir)?.into_iter().filter(|n| *n <= upto) {
+        let p = segment_path(dir, n);
+        fs::remove_file(&p).map_err(io_err(&p))?;
+    }
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_prefix("checkpoint.")
+            .and_then(|n| n.parse::<u32>().ok())
+            && n < upto
+        {
+            let p = entry.path();
+            fs::remove_dir_all(&p).map_err(io_err(&p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Total bytes of segments and checkpoints, for size-based retention.
+pub fn disk_size(dir: &Path) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        match fs::read_dir(p) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum(),
+            Err(_) => 0,
+        }
+    }
+    walk(dir)
 }
 
 fn read_frame(buf: &[u8]) -> Result<(Record, usize), String> {
@@ -347,6 +464,14 @@ impl Wal {
 
     pub fn current_segment(&self) -> u32 {
         self.segment
+    }
+
+    /// Closes the current segment and starts the next; returns the number of
+    /// the closed one, which a checkpoint can then replace.
+    pub fn rotate(&mut self) -> Result<u32, WalError> {
+        let closed = self.segment;
+        self.next_segment()?;
+        Ok(closed)
     }
 }
 

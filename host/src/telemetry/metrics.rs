@@ -17,6 +17,18 @@ pub struct Metrics {
     pub http_request_duration: HistogramVec,
     pub head_series: IntGauge,
     pub head_samples_appended: prometheus::IntCounter,
+    pub blocks_loaded: IntGauge,
+    pub head_cuts: prometheus::IntCounter,
+    pub compactions: prometheus::IntCounter,
+    pub retention_deletions: prometheus::IntCounter,
+}
+
+/// Raises a registry counter to a total the storage keeps itself.
+fn catch_up(counter: &prometheus::IntCounter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
 }
 
 impl Metrics {
@@ -81,7 +93,30 @@ impl Metrics {
         )?;
         registry.register(Box::new(head_samples_appended.clone()))?;
 
+        let blocks_loaded = IntGauge::new(
+            "ember_tsdb_blocks_loaded",
+            "Number of currently loaded data blocks.",
+        )?;
+        registry.register(Box::new(blocks_loaded.clone()))?;
+        let head_cuts =
+            prometheus::IntCounter::new("ember_tsdb_head_cuts_total", "Blocks cut from the head.")?;
+        registry.register(Box::new(head_cuts.clone()))?;
+        let compactions = prometheus::IntCounter::new(
+            "ember_tsdb_compactions_total",
+            "Total number of compactions that were executed.",
+        )?;
+        registry.register(Box::new(compactions.clone()))?;
+        let retention_deletions = prometheus::IntCounter::new(
+            "ember_tsdb_retention_deleted_blocks_total",
+            "Blocks deleted because they were past the retention time or size.",
+        )?;
+        registry.register(Box::new(retention_deletions.clone()))?;
+
         Ok(Metrics {
+            blocks_loaded,
+            head_cuts,
+            compactions,
+            retention_deletions,
             head_series,
             head_samples_appended,
             registry,
@@ -97,12 +132,16 @@ impl Metrics {
     pub fn observe_storage(&self, storage: &crate::storage::Storage) {
         let stats = storage.head_stats();
         self.head_series.set(stats.num_series as i64);
-        // The storage counts; the registry's counter catches up to it.
-        let total = storage.metrics.samples_appended();
-        let seen = self.head_samples_appended.get();
-        if total > seen {
-            self.head_samples_appended.inc_by(total - seen);
-        }
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &storage.metrics;
+        catch_up(&self.head_samples_appended, m.samples_appended());
+        catch_up(&self.head_cuts, m.blocks_cut.load(Relaxed));
+        catch_up(&self.compactions, m.compactions.load(Relaxed));
+        catch_up(
+            &self.retention_deletions,
+            m.blocks_deleted_by_retention.load(Relaxed),
+        );
+        self.blocks_loaded.set(storage.blocks().len() as i64);
     }
 
     /// The registry in Prometheus text format 0.0.4.

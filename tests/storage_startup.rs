@@ -63,6 +63,30 @@ fn replays_wal_before_becoming_ready() {
         serde_json::from_str(&get(&ember.url("/api/v1/status/walreplay")).unwrap().body).unwrap();
     assert_eq!(replay["data"]["current"], replay["data"]["max"], "{replay}");
     assert_eq!(ember.metric("ember_tsdb_head_series"), Some(20_000.0));
+    let tsdb: serde_json::Value =
+        serde_json::from_str(&get(&ember.url("/api/v1/status/tsdb?limit=3")).unwrap().body)
+            .unwrap();
+    assert_eq!(tsdb["status"], "success");
+    assert_eq!(tsdb["data"]["headStats"]["numSeries"], 20_000);
+    assert_eq!(tsdb["data"]["headStats"]["minTime"], 0);
+    assert_eq!(
+        tsdb["data"]["seriesCountByMetricName"][0]["name"],
+        "node_cpu_seconds_total"
+    );
+    assert_eq!(tsdb["data"]["seriesCountByMetricName"][0]["value"], 20_000);
+    assert_eq!(
+        tsdb["data"]["seriesCountByLabelValuePair"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        get(&ember.url("/api/v1/status/tsdb?limit=x"))
+            .unwrap()
+            .status,
+        400
+    );
     println!("observed /-/ready 503 during replay: {saw_unready}");
 }
 
@@ -144,6 +168,30 @@ fn running_server_cuts_blocks_in_the_background() {
     // Everything is still there after a restart: blocks plus the checkpointed head.
     ember.signal(libc::SIGTERM);
     ember.wait_exit(Duration::from_secs(20));
+
+    let data = setup.data_dir().to_string_lossy().into_owned();
+    let out = run(&["tsdb", "list", &data]);
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.starts_with("BLOCK ULID\tMIN TIME"), "{listing}");
+    let blocks_now = std::fs::read_dir(setup.data_dir())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("meta.json").exists())
+        .count();
+    assert_eq!(listing.lines().count(), blocks_now + 1, "{listing}");
+    let out = run(&["tsdb", "list", "-r", &data]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1970-01-01"));
+    let out = run(&["tsdb", "analyze", &data]);
+    assert!(out.status.success());
+    let analysis = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        analysis.contains("Highest cardinality metric names:\n50\tm"),
+        "{analysis}"
+    );
+    assert!(analysis.contains("bytes per sample"), "{analysis}");
+    let out = run(&["tsdb", "analyze", &data, "01NOSUCHBLOCK"]);
+    assert_eq!(out.status.code(), Some(1));
+
     let (storage, _) = Storage::open(&setup.data_dir(), StorageOptions::default(), |_| {}).unwrap();
     let m = ember::model::Matcher::eq("__name__", "m");
     let got = storage.select(&[m], i64::MIN, i64::MAX).unwrap();

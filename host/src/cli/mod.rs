@@ -1,6 +1,7 @@
 //! Command-line flags, named and defaulted as Prometheus names them.
 
 pub mod check;
+pub mod tsdb;
 
 use std::path::PathBuf;
 
@@ -29,6 +30,35 @@ pub enum Command {
     Check {
         #[command(subcommand)]
         what: CheckCommand,
+    },
+    /// Inspect a data directory, as `promtool tsdb` does.
+    Tsdb {
+        #[command(subcommand)]
+        what: TsdbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TsdbCommand {
+    /// List the blocks in a data directory.
+    List {
+        /// Print sizes and times for people rather than scripts.
+        #[arg(short = 'r', long)]
+        human_readable: bool,
+        /// The data directory (--storage.tsdb.path of the server).
+        #[arg(default_value = "data/")]
+        dir: PathBuf,
+    },
+    /// Show sample and cardinality statistics of a block (the newest by default).
+    Analyze {
+        /// How many entries each "top" list shows.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// The data directory.
+        #[arg(default_value = "data/")]
+        dir: PathBuf,
+        /// A block ULID; the newest block when omitted.
+        block: Option<String>,
     },
 }
 

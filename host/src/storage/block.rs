@@ -602,6 +602,10 @@ impl Block {
         self.postings.label_names()
     }
 
+    pub fn cardinality(&self, limit: usize) -> super::stats::Cardinality {
+        super::stats::cardinality(&self.postings, limit)
+    }
+
     pub fn label_values(&self, name: &str) -> Vec<String> {
         self.postings.label_values(name)
     }

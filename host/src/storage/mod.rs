@@ -9,6 +9,7 @@ pub mod compact;
 pub mod head;
 pub mod index;
 pub mod lock;
+pub mod stats;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
@@ -264,6 +265,11 @@ impl Storage {
         values.sort();
         values.dedup();
         values
+    }
+
+    /// Head cardinality for `/api/v1/status/tsdb`.
+    pub fn head_cardinality(&self, limit: usize) -> stats::Cardinality {
+        stats::cardinality(self.head.read().postings(), limit)
     }
 
     pub fn blocks(&self) -> Vec<Arc<Block>> {

@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/api/v1/status/walreplay", get(wal_replay))
+        .route("/api/v1/status/tsdb", get(tsdb_status))
         .merge(lifecycle::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -51,6 +52,66 @@ async fn wal_replay(
         "status": "success",
         "data": { "min": 0, "max": p.total, "current": p.done }
     }))
+}
+
+#[derive(serde::Deserialize)]
+struct LimitParam {
+    limit: Option<String>,
+}
+
+/// Head statistics shaped like Prometheus's `/api/v1/status/tsdb`.
+async fn tsdb_status(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Query(params): axum::extract::Query<LimitParam>,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let error = |code: StatusCode, kind: &str, msg: String| {
+        (
+            code,
+            axum::Json(serde_json::json!({"status": "error", "errorType": kind, "error": msg})),
+        )
+            .into_response()
+    };
+    let limit = match params.limit.as_deref() {
+        None | Some("") => 10,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_data",
+                    format!("limit must be a positive number, got {l:?}"),
+                );
+            }
+        },
+    };
+    let Some(storage) = state.control.storage() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "TSDB not ready".into(),
+        );
+    };
+    let stats = storage.head_stats();
+    let card = storage.head_cardinality(limit);
+    axum::Json(serde_json::json!({
+        "status": "success",
+        "data": {
+            "headStats": {
+                "numSeries": stats.num_series,
+                "numLabelPairs": card.num_label_pairs,
+                // The head keeps one in-memory sample vector per series.
+                "chunkCount": stats.num_series,
+                "minTime": stats.min_time.unwrap_or(i64::MAX),
+                "maxTime": stats.max_time.unwrap_or(i64::MIN),
+            },
+            "seriesCountByMetricName": card.series_count_by_metric_name,
+            "labelValueCountByLabelName": card.label_value_count_by_label_name,
+            "memoryInBytesByLabelName": card.memory_in_bytes_by_label_name,
+            "seriesCountByLabelValuePair": card.series_count_by_label_value_pair,
+        }
+    }))
+    .into_response()
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {

@@ -89,7 +89,7 @@ fn check_references(file: &Path, config: &Config, syntax_only: bool) -> Result<R
 
     for job in &config.scrape_configs {
         let what = format!("scrape_configs job {:?}", job.job_name);
-        check_client_files(&what, &job.http_client, &resolve)?;
+        check_client_files(&what, &job.http_client, &resolve, &mut report);
         check_targets(
             &what,
             &job.static_configs,
@@ -101,7 +101,7 @@ fn check_references(file: &Path, config: &Config, syntax_only: bool) -> Result<R
     }
     for (i, am) in config.alerting.alertmanagers.iter().enumerate() {
         let what = format!("alerting.alertmanagers[{i}]");
-        check_client_files(&what, &am.http_client, &resolve)?;
+        check_client_files(&what, &am.http_client, &resolve, &mut report);
         check_targets(
             &what,
             &am.static_configs,
@@ -112,10 +112,20 @@ fn check_references(file: &Path, config: &Config, syntax_only: bool) -> Result<R
         )?;
     }
     for (i, rw) in config.remote_write.iter().enumerate() {
-        check_client_files(&format!("remote_write[{i}]"), &rw.http_client, &resolve)?;
+        check_client_files(
+            &format!("remote_write[{i}]"),
+            &rw.http_client,
+            &resolve,
+            &mut report,
+        );
     }
     for (i, rr) in config.remote_read.iter().enumerate() {
-        check_client_files(&format!("remote_read[{i}]"), &rr.http_client, &resolve)?;
+        check_client_files(
+            &format!("remote_read[{i}]"),
+            &rr.http_client,
+            &resolve,
+            &mut report,
+        );
     }
     Ok(report)
 }
@@ -129,17 +139,23 @@ fn glob_files(pattern: &Path) -> Result<Vec<PathBuf>, String> {
         .collect())
 }
 
+/// Missing credential or certificate files are warnings, as in promtool:
+/// the server starts without them and the affected scrapes fail.
 fn check_client_files(
     what: &str,
     client: &HttpClientConfig,
     resolve: &dyn Fn(&str) -> PathBuf,
-) -> Result<(), String> {
+    report: &mut Report,
+) {
     for (key, file) in client.files() {
         let path = resolve(file);
-        std::fs::metadata(&path)
-            .map_err(|e| format!("{what}: {key} {:?}: {e}", path.display().to_string()))?;
+        if let Err(e) = std::fs::metadata(&path) {
+            report.warnings.push(format!(
+                "{what}: {key} {:?}: {e}",
+                path.display().to_string()
+            ));
+        }
     }
-    Ok(())
 }
 
 fn check_targets(

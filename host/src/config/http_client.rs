@@ -84,10 +84,12 @@ pub struct TlsConfig {
     pub key_file: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub server_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::yaml::bool")]
     pub insecure_skip_verify: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_version: Option<TlsVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<TlsVersion>,
 }
 
 impl TlsConfig {
@@ -336,7 +338,9 @@ macro_rules! with_http_client_fields {
             bearer_token_file: Option<String>,
             tls_config: Option<$crate::config::http_client::TlsConfig>,
             proxy_url: Option<String>,
+            #[serde(default, deserialize_with = "crate::config::yaml::opt_bool")]
             follow_redirects: Option<bool>,
+            #[serde(default, deserialize_with = "crate::config::yaml::opt_bool")]
             enable_http2: Option<bool>,
         }
 

@@ -13,6 +13,7 @@ pub mod labels;
 pub mod relabel;
 pub mod remote;
 pub mod scrape;
+pub mod yaml;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -253,7 +254,16 @@ impl Config {
         if value.is_null() {
             return Ok(Config::default());
         }
-        let mut config: Config = serde_yaml::from_str(text).map_err(syntax)?;
+        // YAML merge keys (`<<: *base`) are common in prometheus.yml files;
+        // serde_yaml only resolves them on a Value, which loses positions, so
+        // that path is taken only when the file uses them.
+        let mut config: Config = if text.contains("<<") {
+            let mut value = value;
+            value.apply_merge().map_err(syntax)?;
+            serde_yaml::from_value(value).map_err(syntax)?
+        } else {
+            serde_yaml::from_str(text).map_err(syntax)?
+        };
         config.finalize().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -269,6 +279,15 @@ impl Config {
             }
         }
         self.global.external_labels.retain(|_, v| !v.is_empty());
+
+        for (i, rf) in self.rule_files.iter().enumerate() {
+            // A wildcard is only allowed in the file name, as in Prometheus.
+            if rf.find('*').is_some_and(|star| rf[star..].contains('/')) {
+                return Err(format!(
+                    "rule_files[{i}]: invalid rule file path {rf:?} (a '*' may only appear in the last path element)"
+                ));
+            }
+        }
 
         let global = self.global.clone();
         let mut jobs = HashSet::new();
@@ -352,12 +371,11 @@ impl Config {
 /// and with a specific explanation for keys Prometheus has and Ember lacks.
 fn explain_yaml_error(e: &serde_yaml::Error) -> String {
     let mut msg = e.to_string();
-    if let Some(loc) = e.location() {
-        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-        if let Some(stripped) = msg.strip_suffix(&suffix) {
-            msg = stripped.to_owned();
-        }
-    }
+    // The position is reported in front of the message; drop serde_yaml's copies.
+    static AT: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let at =
+        AT.get_or_init(|| regex::Regex::new(r" at line \d+ column \d+").expect("static regex"));
+    msg = at.replace_all(&msg, "").into_owned();
     if let Some(field) = unknown_field(&msg) {
         if UNSUPPORTED_SD.contains(&field) {
             return format!(
@@ -528,6 +546,27 @@ mod tests {
                 .contains("multiple scrape configs with job_name \"a\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn merge_keys_and_yaml_1_1_booleans() {
+        let c = parse("base: &base\n  scrape_interval: 5s\n  honor_labels: yes\n");
+        assert!(c.is_err(), "unknown top-level key stays an error");
+        let c = parse(
+            "scrape_configs:\n- &a\n  job_name: a\n  scrape_interval: 5s\n  honor_labels: yes\n- <<: *a\n  job_name: b\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.scrape_configs[1].scrape_interval,
+            PromDuration::from_secs(5)
+        );
+        assert!(c.scrape_configs[1].honor_labels);
+    }
+
+    #[test]
+    fn rule_file_wildcards_only_in_file_names() {
+        assert!(parse("rule_files: [\"rules/*.yml\"]\n").is_ok());
+        assert!(parse("rule_files: [\"rules/*/a.yml\"]\n").is_err());
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub struct QueueConfig {
     pub batch_send_deadline: PromDuration,
     pub min_backoff: PromDuration,
     pub max_backoff: PromDuration,
+    #[serde(deserialize_with = "super::yaml::bool")]
     pub retry_on_http_429: bool,
 }
 
@@ -67,6 +68,7 @@ impl Default for QueueConfig {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetadataConfig {
+    #[serde(deserialize_with = "super::yaml::bool")]
     pub send: bool,
     pub send_interval: PromDuration,
     pub max_samples_per_send: u64,
@@ -80,6 +82,39 @@ impl Default for MetadataConfig {
             max_samples_per_send: 2_000,
         }
     }
+}
+
+/// AWS Signature Version 4 signing for remote write.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigV4Config {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_key: String,
+    #[serde(default, skip_serializing_if = "super::http_client::Secret::is_empty")]
+    pub secret_key: super::http_client::Secret,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub profile: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role_arn: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureManagedIdentity {
+    #[serde(default)]
+    pub client_id: String,
+}
+
+/// Azure AD authentication for remote write.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureAdConfig {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cloud: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_identity: Option<AzureManagedIdentity>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -98,6 +133,10 @@ pub struct RemoteWriteConfig {
     pub http_client: HttpClientConfig,
     pub queue_config: QueueConfig,
     pub metadata_config: MetadataConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigv4: Option<SigV4Config>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azuread: Option<AzureAdConfig>,
 }
 
 with_http_client_fields! {
@@ -111,10 +150,14 @@ with_http_client_fields! {
         #[serde(default, deserialize_with = "nullable")]
         write_relabel_configs: Vec<RelabelConfig>,
         name: Option<String>,
+        #[serde(default, deserialize_with = "super::yaml::opt_bool")]
         send_exemplars: Option<bool>,
+        #[serde(default, deserialize_with = "super::yaml::opt_bool")]
         send_native_histograms: Option<bool>,
         queue_config: Option<QueueConfig>,
         metadata_config: Option<MetadataConfig>,
+        sigv4: Option<SigV4Config>,
+        azuread: Option<AzureAdConfig>,
     }
 }
 
@@ -133,6 +176,18 @@ impl<'de> Deserialize<'de> for RemoteWriteConfig {
         super::parse_url(&url)
             .map_err(|e| D::Error::custom(format!("invalid remote_write url {url:?}: {e}")))?;
         check_headers(&raw.headers).map_err(D::Error::custom)?;
+        let auth_methods = [
+            http_client.basic_auth.is_some(),
+            http_client.authorization.is_some(),
+            http_client.oauth2.is_some(),
+            raw.sigv4.is_some(),
+            raw.azuread.is_some(),
+        ];
+        if auth_methods.iter().filter(|x| **x).count() > 1 {
+            return Err(D::Error::custom(
+                "at most one of basic_auth, authorization, oauth2, sigv4 & azuread must be configured",
+            ));
+        }
         Ok(RemoteWriteConfig {
             url,
             remote_timeout: raw.remote_timeout.unwrap_or(PromDuration::from_secs(30)),
@@ -144,6 +199,8 @@ impl<'de> Deserialize<'de> for RemoteWriteConfig {
             http_client,
             queue_config: raw.queue_config.unwrap_or_default(),
             metadata_config: raw.metadata_config.unwrap_or_default(),
+            sigv4: raw.sigv4,
+            azuread: raw.azuread,
         })
     }
 }
@@ -172,10 +229,12 @@ with_http_client_fields! {
         remote_timeout: Option<PromDuration>,
         #[serde(default, deserialize_with = "nullable")]
         headers: BTreeMap<String, String>,
+        #[serde(default, deserialize_with = "super::yaml::opt_bool")]
         read_recent: Option<bool>,
         name: Option<String>,
         #[serde(default, deserialize_with = "super::labels::label_set")]
         required_matchers: LabelSet,
+        #[serde(default, deserialize_with = "super::yaml::opt_bool")]
         filter_external_labels: Option<bool>,
     }
 }

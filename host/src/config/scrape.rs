@@ -60,21 +60,14 @@ impl<'de> Deserialize<'de> for FileSdConfig {
     }
 }
 
-/// Files are JSON or YAML, with at most one `*` wildcard, in the last path element.
+/// Files are JSON or YAML; wildcards only in the last path element.
 fn is_valid_file_sd_pattern(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    let has_ext = [".json", ".yml", ".yaml"]
-        .iter()
-        .any(|e| lower.ends_with(e))
-        && [".json", ".yml", ".yaml", ".JSON", ".YML", ".YAML"]
-            .iter()
-            .any(|e| path.ends_with(e));
-    let stars = path.matches('*').count();
-    let star_ok = match path.find('*') {
-        None => true,
-        Some(i) => stars == 1 && !path[i..].contains('/'),
-    };
-    has_ext && star_ok
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(r"^[^*]*(\*[^/]*)?\.(json|yml|yaml|JSON|YML|YAML)$")
+            .expect("static regex")
+    })
+    .is_match(path)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -124,7 +117,9 @@ with_http_client_fields! {
     #[serde(deny_unknown_fields, rename = "ScrapeConfig")]
     struct RawScrapeConfig {
         job_name: Option<String>,
+        #[serde(default, deserialize_with = "super::yaml::opt_bool")]
         honor_labels: Option<bool>,
+        #[serde(default, deserialize_with = "super::yaml::opt_bool")]
         honor_timestamps: Option<bool>,
         #[serde(default, deserialize_with = "nullable")]
         params: BTreeMap<String, Vec<String>>,
@@ -233,10 +228,17 @@ mod tests {
 
     #[test]
     fn file_sd_patterns() {
-        for ok in ["a.json", "dir/*.yml", "x/targets-*.yaml", "A.JSON"] {
+        for ok in [
+            "a.json",
+            "dir/*.yml",
+            "x/targets-*.yaml",
+            "A.JSON",
+            "sd/x-*-y*.yaml",
+            "a*b*.json",
+        ] {
             assert!(is_valid_file_sd_pattern(ok), "{ok}");
         }
-        for bad in ["a.txt", "*/a.json", "a*b*.json", "a.json.bak"] {
+        for bad in ["a.txt", "*/a.json", "a.json.bak"] {
             assert!(!is_valid_file_sd_pattern(bad), "{bad}");
         }
     }

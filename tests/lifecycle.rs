@@ -262,7 +262,12 @@ fn route_prefix_moves_every_endpoint() {
         std::thread::sleep(Duration::from_millis(25));
     }
     assert_eq!(get(&ember.url("/ember/metrics")).unwrap().status, 200);
+    assert_eq!(get(&ember.url("/ember/")).unwrap().status, 200);
     assert_eq!(get(&ember.url("/-/healthy")).unwrap().status, 404);
+    // `/` redirects to the prefix (followed by the client).
+    let root = get(&ember.url("/")).unwrap();
+    assert_eq!(root.status, 200);
+    assert!(root.body.contains("<h1>Ember"), "{}", root.body);
 }
 
 #[test]
@@ -278,7 +283,9 @@ fn json_logs_are_json() {
     for line in logs.lines() {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v.get("level").is_some(), "{line}");
+        for key in ["time", "level", "msg"] {
+            assert!(v.get(key).is_some(), "{key} missing: {line}");
+        }
     }
 }
 
@@ -293,8 +300,11 @@ fn logfmt_logs_have_level_and_msg() {
         .lines()
         .find(|l| l.contains("Server is ready"))
         .unwrap_or_else(|| panic!("{logs}"));
-    assert!(line.contains("level=info"), "{line}");
-    assert!(line.contains("ts="), "{line}");
+    assert!(line.starts_with("time="), "{line}");
+    assert!(
+        line.contains(" level=INFO msg=\"Server is ready to receive web requests.\""),
+        "{line}"
+    );
 }
 
 #[test]

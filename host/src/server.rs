@@ -94,8 +94,9 @@ pub fn run(flags: ServerFlags) -> ExitCode {
     let (external_url, route_prefix) = match web_paths(&flags) {
         Ok(v) => v,
         Err(err) => {
+            // A flag error: exit 2, as for any other bad flag.
             error!(err = %err, "Invalid web flags");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
 
@@ -320,6 +321,13 @@ fn warn_unimplemented(flags: &ServerFlags, config: &Config) {
             "--web.enable-remote-write-receiver (no remote-write receiver in this build)",
         ),
     ];
+    let query_flags_changed = flags.query_timeout != crate::config::PromDuration::from_secs(120)
+        || flags.query_max_samples != 50_000_000
+        || flags.query_lookback_delta != crate::config::PromDuration::from_secs(300);
+    let flag_notes = flag_notes.into_iter().chain([(
+        query_flags_changed,
+        "--query.* (no query engine in this build)",
+    )]);
     for (set, what) in flag_notes {
         if set {
             warn!(flag = what, "Flag accepted but not acted on yet");

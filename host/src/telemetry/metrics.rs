@@ -34,9 +34,7 @@ fn catch_up(counter: &prometheus::IntCounter, total: u64) {
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        registry.register(Box::new(super::process::ProcessCollector::new()?))?;
 
         let build_info = IntGaugeVec::new(
             Opts::new(

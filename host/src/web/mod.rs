@@ -35,11 +35,24 @@ pub fn router(state: AppState) -> Router {
             instrument::record,
         ))
         .with_state(state.clone());
-    let prefix = state.route_prefix.trim_end_matches('/');
+    let prefix = state.route_prefix.trim_end_matches('/').to_owned();
     if prefix.is_empty() {
         routes
     } else {
-        Router::new().nest(prefix, routes)
+        // Prometheus sends a bare `/` to the prefixed UI; `<prefix>/` is the
+        // same page as `<prefix>` (axum's nest only matches the latter).
+        let target = prefix.clone();
+        let target2 = prefix.clone();
+        Router::new()
+            .route(
+                "/",
+                get(move || async move { axum::response::Redirect::to(&target) }),
+            )
+            .route(
+                &format!("{prefix}/"),
+                get(move || async move { axum::response::Redirect::to(&target2) }),
+            )
+            .nest(&prefix, routes)
     }
 }
 

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod model;
+pub mod remote;
 pub mod server;
 pub mod storage;
 pub mod systemd;

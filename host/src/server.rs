@@ -182,6 +182,7 @@ async fn serve(
         control: control.clone(),
         metrics: metrics.clone(),
         enable_lifecycle: flags.enable_lifecycle,
+        enable_remote_write_receiver: flags.enable_remote_write_receiver,
         route_prefix: route_prefix.clone(),
     });
     let shutdown = control.shutdown.clone();
@@ -311,16 +312,10 @@ fn warn_unimplemented(flags: &ServerFlags, config: &Config) {
             "Configuration accepted but not acted on yet"
         );
     }
-    let flag_notes = [
-        (
-            flags.enable_admin_api,
-            "--web.enable-admin-api (no admin endpoints in this build)",
-        ),
-        (
-            flags.enable_remote_write_receiver,
-            "--web.enable-remote-write-receiver (no remote-write receiver in this build)",
-        ),
-    ];
+    let flag_notes = [(
+        flags.enable_admin_api,
+        "--web.enable-admin-api (no admin endpoints in this build)",
+    )];
     let query_flags_changed = flags.query_timeout != crate::config::PromDuration::from_secs(120)
         || flags.query_max_samples != 50_000_000
         || flags.query_lookback_delta != crate::config::PromDuration::from_secs(300);

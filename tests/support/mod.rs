@@ -223,3 +223,29 @@ pub fn run(args: &[&str]) -> std::process::Output {
         .output()
         .expect("run ember")
 }
+
+/// POSTs a remote-write body (already snappy-compressed protobuf).
+pub fn post_remote_write(url: &str, body: &[u8]) -> Result<Response, ureq::Error> {
+    into_response(
+        agent()
+            .post(url)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .send(body),
+    )
+}
+
+/// Whether an external program is on PATH; under CI a missing one is a failure.
+pub fn require_program(name: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()));
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is required under CI (Debian package {package})"
+        );
+        println!("{name} not installed; skipping");
+    }
+    found
+}

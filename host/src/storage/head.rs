@@ -170,7 +170,12 @@ impl Head {
             };
         }
         if self.ooo_window_ms <= 0 {
-            return Err(AppendError::OutOfOrder);
+            // A bit-identical sample already stored (a retried request) is a
+            // harmless duplicate rather than an error.
+            return match samples.binary_search_by_key(&s.t, |x| x.t) {
+                Ok(pos) if samples[pos].v.to_bits() == s.v.to_bits() => Ok(Placement::Duplicate),
+                _ => Err(AppendError::OutOfOrder),
+            };
         }
         let head_max = self.max_time.unwrap_or(last.t).max(last.t);
         if s.t < head_max.saturating_sub(self.ooo_window_ms) {

@@ -19,6 +19,7 @@ pub struct AppState {
     pub control: Arc<Control>,
     pub metrics: Metrics,
     pub enable_lifecycle: bool,
+    pub enable_remote_write_receiver: bool,
     pub route_prefix: String,
 }
 
@@ -29,6 +30,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/status/walreplay", get(wal_replay))
         .route("/api/v1/status/tsdb", get(tsdb_status))
+        .route(
+            "/api/v1/write",
+            axum::routing::post(remote_write).layer(axum::extract::DefaultBodyLimit::max(
+                REMOTE_WRITE_BODY_LIMIT,
+            )),
+        )
         .merge(lifecycle::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -65,6 +72,50 @@ async fn wal_replay(
         "status": "success",
         "data": { "min": 0, "max": p.total, "current": p.done }
     }))
+}
+
+/// Compressed remote-write bodies above this are refused (413) rather than buffered.
+const REMOTE_WRITE_BODY_LIMIT: usize = 64 << 20;
+
+async fn remote_write(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use crate::remote::write_receiver::{self, WriteError};
+    use axum::http::StatusCode;
+    if !state.enable_remote_write_receiver {
+        return (
+            StatusCode::NOT_FOUND,
+            "remote write receiver needs to be enabled with --web.enable-remote-write-receiver",
+        )
+            .into_response();
+    }
+    let Some(storage) = state.control.storage().cloned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+    };
+    // Decoding and appending are CPU work under the commit lock: keep them
+    // off the async workers.
+    let result = tokio::task::spawn_blocking(move || {
+        let req = write_receiver::decode(&body)?;
+        write_receiver::write(&storage, req)
+    })
+    .await;
+    match result {
+        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(WriteError::BadRequest(msg))) => {
+            tracing::warn!(err = %msg, "Rejected remote write request");
+            (StatusCode::BAD_REQUEST, msg).into_response()
+        }
+        Ok(Err(err @ WriteError::Storage(_))) => {
+            tracing::error!(err = %err, "Remote write could not be stored");
+            (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
+        }
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("remote write task failed: {err}"),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(serde::Deserialize)]

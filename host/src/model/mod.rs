@@ -1,5 +1,6 @@
 //! The data model shared by every subsystem: label sets, samples, matchers.
 
+pub mod exposition;
 pub mod labels;
 pub mod matcher;
 pub mod sample;

@@ -58,11 +58,16 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
     log "not a Debian system: install ${apt_packages[*]} yourself; tests that need them are skipped outside CI"
   fi
 fi
-# Python packages: pyarrow reads Ember's Parquet blocks in the interop test.
-if [ "$purpose" = test ] && ! python3 -c 'import pyarrow' >/dev/null 2>&1; then
-  log "installing pyarrow from PyPI"
-  python3 -m pip install --quiet --disable-pip-version-check pyarrow ||
-    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages pyarrow
+# Python packages: pyarrow reads Ember's Parquet blocks; prometheus_client is
+# the official client library, a real OpenMetrics producer and Pushgateway client.
+if [ "$purpose" = test ]; then
+  for module in pyarrow prometheus_client; do
+    if ! python3 -c "import $module" >/dev/null 2>&1; then
+      log "installing $module from PyPI"
+      python3 -m pip install --quiet --disable-pip-version-check "$module" ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$module"
+    fi
+  done
 fi
 
 log "setup ($purpose) complete"

@@ -1,24 +1,41 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ember::cli::{CheckCommand, Cli, Command, TsdbCommand};
+use ember::cli::{BackfillSource, CheckCommand, Cli, Command, TsdbCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check {
-            what: CheckCommand::Config { syntax_only, files },
-        }) => ember::cli::check::check_config(&files, syntax_only),
-        Some(Command::Tsdb {
-            what:
-                TsdbCommand::List {
-                    human_readable,
-                    dir,
-                },
-        }) => ember::cli::tsdb::list(&dir, human_readable),
-        Some(Command::Tsdb {
-            what: TsdbCommand::Analyze { limit, dir, block },
-        }) => ember::cli::tsdb::analyze(&dir, block.as_deref(), limit),
+        Some(Command::Check { what }) => match what {
+            CheckCommand::Config { syntax_only, files } => {
+                ember::cli::check::check_config(&files, syntax_only)
+            }
+        },
+        Some(Command::Tsdb { what }) => match what {
+            TsdbCommand::CreateBlocksFrom {
+                source:
+                    BackfillSource::Openmetrics {
+                        block_duration,
+                        human_readable,
+                        quiet,
+                        input,
+                        output,
+                    },
+            } => ember::cli::tsdb::create_blocks_from_openmetrics(
+                &input,
+                &output,
+                block_duration,
+                human_readable,
+                quiet,
+            ),
+            TsdbCommand::List {
+                human_readable,
+                dir,
+            } => ember::cli::tsdb::list(&dir, human_readable),
+            TsdbCommand::Analyze { limit, dir, block } => {
+                ember::cli::tsdb::analyze(&dir, block.as_deref(), limit)
+            }
+        },
         None => {
             ember::telemetry::logging::init(cli.server.log_level, cli.server.log_format);
             ember::server::run(cli.server)

@@ -40,6 +40,11 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum TsdbCommand {
+    /// Import samples from a file and write blocks (promtool's backfill).
+    CreateBlocksFrom {
+        #[command(subcommand)]
+        source: BackfillSource,
+    },
     /// List the blocks in a data directory.
     List {
         /// Print sizes and times for people rather than scripts.
@@ -59,6 +64,27 @@ pub enum TsdbCommand {
         dir: PathBuf,
         /// A block ULID; the newest block when omitted.
         block: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackfillSource {
+    /// An OpenMetrics file with a timestamp on every sample and a final "# EOF".
+    Openmetrics {
+        /// Length of each block written.
+        #[arg(long = "max-block-duration", default_value = "2h", value_parser = duration_flag)]
+        block_duration: PromDuration,
+        /// Print sizes and times for people rather than scripts.
+        #[arg(short = 'r', long)]
+        human_readable: bool,
+        /// Do not print the created blocks.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// The OpenMetrics file.
+        input: PathBuf,
+        /// Where to write the blocks; copy them into the server's data directory to load them.
+        #[arg(default_value = "data/")]
+        output: PathBuf,
     },
 }
 

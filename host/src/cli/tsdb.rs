@@ -67,6 +67,37 @@ fn bytes_per_sample(b: &Block) -> f64 {
     }
 }
 
+pub fn create_blocks_from_openmetrics(
+    input: &Path,
+    output: &Path,
+    block_duration: crate::config::PromDuration,
+    human: bool,
+    quiet: bool,
+) -> ExitCode {
+    let range = block_duration.as_millis().max(1) as i64;
+    match crate::storage::backfill::openmetrics_to_blocks(input, output, range) {
+        Ok(metas) => {
+            if !quiet {
+                let ulids: Vec<&str> = metas.iter().map(|m| m.ulid.as_str()).collect();
+                match open_blocks(output) {
+                    Ok(blocks) => print_blocks(
+                        blocks
+                            .iter()
+                            .filter(|b| ulids.contains(&b.meta.ulid.as_str())),
+                        human,
+                    ),
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 pub fn list(dir: &Path, human: bool) -> ExitCode {
     let blocks = match open_blocks(dir) {
         Ok(b) => b,
@@ -75,10 +106,15 @@ pub fn list(dir: &Path, human: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    print_blocks(blocks.iter(), human);
+    ExitCode::SUCCESS
+}
+
+fn print_blocks<'a>(blocks: impl Iterator<Item = &'a Block>, human: bool) {
     println!(
         "BLOCK ULID\tMIN TIME\tMAX TIME\tDURATION\tNUM SAMPLES\tNUM SERIES\tSIZE\tBYTES/SAMPLE\tLEVEL"
     );
-    for b in &blocks {
+    for b in blocks {
         let m = &b.meta;
         let duration =
             crate::config::PromDuration::from_millis((m.max_time - m.min_time).max(0) as u64);
@@ -104,7 +140,6 @@ pub fn list(dir: &Path, human: bool) -> ExitCode {
             m.compaction.level
         );
     }
-    ExitCode::SUCCESS
 }
 
 pub fn analyze(dir: &Path, ulid: Option<&str>, limit: usize) -> ExitCode {

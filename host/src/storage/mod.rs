@@ -4,6 +4,7 @@
 //! on this (see ARCHITECTURE.md).
 
 pub mod appender;
+pub mod backfill;
 pub mod block;
 pub mod compact;
 pub mod head;

@@ -332,6 +332,9 @@ pub struct Parser<'a> {
     line: usize,
     format: Format,
     done: bool,
+    /// False for a chunk of a longer input: its end is not the end of the exposition.
+    complete: bool,
+    saw_eof: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -342,7 +345,32 @@ impl<'a> Parser<'a> {
             line: 0,
             format,
             done: false,
+            complete: true,
+            saw_eof: false,
         }
+    }
+
+    /// Parses whole lines of a longer input (a large file read in chunks);
+    /// `first_line` numbers errors, and a missing `# EOF` is not an error here.
+    pub fn chunk(text: &'a str, format: Format, first_line: usize) -> Parser<'a> {
+        Parser {
+            text,
+            pos: 0,
+            line: first_line.saturating_sub(1),
+            format,
+            done: false,
+            complete: false,
+            saw_eof: false,
+        }
+    }
+
+    /// Whether `# EOF` ended the input (OpenMetrics).
+    pub fn finished(&self) -> bool {
+        self.saw_eof
+    }
+
+    pub fn line(&self) -> usize {
+        self.line
     }
 
     fn error(&self, column: usize, message: String) -> ParseError {
@@ -360,7 +388,7 @@ impl<'a> Parser<'a> {
             }
             if self.pos >= self.text.len() {
                 self.done = true;
-                if self.format == Format::OpenMetrics {
+                if self.format == Format::OpenMetrics && self.complete {
                     self.line += 1;
                     return Some(Err(self.error(
                         0,
@@ -427,6 +455,7 @@ impl<'a> Parser<'a> {
                     return c.err("end of line after \"# EOF\"");
                 }
                 self.done = true;
+                self.saw_eof = true;
                 if self.pos < self.text.len() && !self.text[self.pos..].trim().is_empty() {
                     return Err((0, "content after \"# EOF\"".into()));
                 }

@@ -116,6 +116,7 @@ fn same_file_same_blocks_as_promtool_and_served_by_ember() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].labels.get("note"), Some("a \"quoted\" \\ value"));
     assert_eq!(got[0].samples.len(), 720);
-    assert_eq!(got[0].samples[1].t, 1_700_006_415_000 + (3 * 7 + 1) % 1000);
+    // Series q3, sample 1: millisecond part (3 * 7 + 1) % 1000 = 22.
+    assert_eq!(got[0].samples[1].t, 1_700_006_415_022);
     assert_eq!(got[0].samples[1].v, 4.1);
 }

@@ -5,6 +5,7 @@
 
 pub mod appender;
 pub mod backfill;
+pub mod batches;
 pub mod block;
 pub mod compact;
 pub mod head;
@@ -33,6 +34,8 @@ pub enum StorageError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Block(#[from] BlockError),
+    #[error("building an Arrow batch: {0}")]
+    Arrow(String),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -246,6 +249,20 @@ impl Storage {
         }
         parts.push(self.head.read().select(matchers, mint, maxt));
         Ok(compact::merge_series(parts))
+    }
+
+    /// [`Storage::select`] as Arrow: one record batch per series (`timestamp`,
+    /// `value`), series sorted by labels, rows sorted by time.
+    pub fn select_batches(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<batches::SeriesBatch>, StorageError> {
+        self.select(matchers, mint, maxt)?
+            .into_iter()
+            .map(|s| batches::to_batch(s).map_err(|e| StorageError::Arrow(e.to_string())))
+            .collect()
     }
 
     pub fn label_names(&self) -> Vec<String> {

@@ -50,6 +50,23 @@ impl Labels {
         Ok(Labels(labels))
     }
 
+    /// The same labels with every string passed through `intern`, so a store
+    /// can share one allocation per distinct name and value across series.
+    pub fn interned(
+        &self,
+        mut intern: impl FnMut(&std::sync::Arc<str>) -> std::sync::Arc<str>,
+    ) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .map(|l| Label {
+                    name: intern(&l.name),
+                    value: intern(&l.value),
+                })
+                .collect(),
+        )
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .binary_search_by(|l| (*l.name).cmp(name))

@@ -61,6 +61,8 @@ pub struct Head {
     num_samples: u64,
     /// Series whose natural id was taken by another label set.
     pub id_collisions: u64,
+    /// One shared allocation per distinct label name and value.
+    symbols: std::collections::HashSet<std::sync::Arc<str>>,
 }
 
 impl Head {
@@ -115,6 +117,14 @@ impl Head {
     }
 
     fn create(&mut self, id: u64, hash: u64, labels: Labels, logged: bool) -> u32 {
+        let symbols = &mut self.symbols;
+        let labels = labels.interned(|s| match symbols.get(s) {
+            Some(shared) => shared.clone(),
+            None => {
+                symbols.insert(s.clone());
+                s.clone()
+            }
+        });
         let idx = self.series.len() as u32;
         self.postings.add(idx, &labels);
         self.by_id.insert(id, idx);
@@ -230,6 +240,7 @@ impl Head {
         let (window, collisions) = (self.ooo_window_ms, self.id_collisions);
         *self = Head::new(window);
         self.id_collisions = collisions;
+        // Symbols are rebuilt from the surviving series, which drops unused ones.
         self.min_valid_time = cut;
         for mut s in old {
             let keep_from = s.samples.partition_point(|x| x.t < cut);

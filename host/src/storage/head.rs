@@ -1,4 +1,4 @@
-//! The head: recent samples in memory, one sorted vector per series, with
+//! The head: recent samples in memory, compressed chunks per series, with
 //! the postings index over their labels.
 
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ pub enum AppendError {
 pub struct MemSeries {
     pub id: u64,
     pub labels: Labels,
-    pub samples: Vec<Sample>,
+    pub samples: super::chunk::ChunkedSamples,
     /// Whether the WAL has this series' record yet.
     pub logged: bool,
 }
@@ -41,8 +41,8 @@ pub struct SeriesSamples {
 pub enum Placement {
     /// Newer than every sample of the series.
     Append,
-    /// Older, but inside the out-of-order window: goes at this position.
-    Insert(usize),
+    /// Older, but inside the out-of-order window.
+    Insert,
     /// Same timestamp and bit-identical value: accepted, nothing changes.
     Duplicate,
 }
@@ -132,7 +132,7 @@ impl Head {
         self.series.push(MemSeries {
             id,
             labels,
-            samples: Vec::new(),
+            samples: super::chunk::ChunkedSamples::default(),
             logged,
         });
         idx
@@ -162,7 +162,7 @@ impl Head {
             return Err(AppendError::OutOfBounds);
         }
         let samples = &self.series[idx as usize].samples;
-        let last = match (samples.last().copied(), pending_last) {
+        let last = match (samples.last(), pending_last) {
             (Some(a), Some(b)) => Some(if b.t >= a.t { b } else { a }),
             (a, b) => a.or(b),
         };
@@ -182,8 +182,8 @@ impl Head {
         if self.ooo_window_ms <= 0 {
             // A bit-identical sample already stored (a retried request) is a
             // harmless duplicate rather than an error.
-            return match samples.binary_search_by_key(&s.t, |x| x.t) {
-                Ok(pos) if samples[pos].v.to_bits() == s.v.to_bits() => Ok(Placement::Duplicate),
+            return match samples.at(s.t) {
+                Some(x) if x.v.to_bits() == s.v.to_bits() => Ok(Placement::Duplicate),
                 _ => Err(AppendError::OutOfOrder),
             };
         }
@@ -191,20 +191,17 @@ impl Head {
         if s.t < head_max.saturating_sub(self.ooo_window_ms) {
             return Err(AppendError::TooOld);
         }
-        match samples.binary_search_by_key(&s.t, |x| x.t) {
-            Ok(pos) if samples[pos].v.to_bits() == s.v.to_bits() => Ok(Placement::Duplicate),
-            Ok(_) => Err(AppendError::DuplicateTimestamp),
-            Err(pos) => Ok(Placement::Insert(pos)),
+        match samples.at(s.t) {
+            Some(x) if x.v.to_bits() == s.v.to_bits() => Ok(Placement::Duplicate),
+            Some(_) => Err(AppendError::DuplicateTimestamp),
+            None => Ok(Placement::Insert),
         }
     }
 
     /// Applies a sample that [`Head::place`] accepted.
     pub fn insert(&mut self, idx: u32, s: Sample) {
-        let samples = &mut self.series[idx as usize].samples;
-        match samples.binary_search_by_key(&s.t, |x| x.t) {
-            Ok(_) => return,
-            Err(pos) if pos == samples.len() => samples.push(s),
-            Err(pos) => samples.insert(pos, s),
+        if !self.series[idx as usize].samples.insert(s) {
+            return;
         }
         self.num_samples += 1;
         self.max_time = Some(self.max_time.map_or(s.t, |m| m.max(s.t)));
@@ -220,12 +217,11 @@ impl Head {
             .iter()
             .filter_map(|idx| {
                 let s = &self.series[idx as usize];
-                let lo = s.samples.partition_point(|x| x.t < mint);
-                let hi = s.samples.partition_point(|x| x.t <= maxt);
-                (lo < hi).then(|| SeriesSamples {
+                let samples = s.samples.range(mint, maxt);
+                (!samples.is_empty()).then(|| SeriesSamples {
                     id: s.id,
                     labels: s.labels.clone(),
-                    samples: s.samples[lo..hi].to_vec(),
+                    samples,
                 })
             })
             .collect();
@@ -243,14 +239,18 @@ impl Head {
         // Symbols are rebuilt from the surviving series, which drops unused ones.
         self.min_valid_time = cut;
         for mut s in old {
-            let keep_from = s.samples.partition_point(|x| x.t < cut);
-            s.samples.drain(..keep_from);
+            s.samples.drop_before(cut);
             if s.samples.is_empty() {
                 continue;
             }
+            let n = s.samples.len() as u64;
+            let (min_t, max_t) = (s.samples.first_t(), s.samples.last().map(|x| x.t));
             let idx = self.create(s.id, s.labels.stable_hash(), s.labels, s.logged);
-            for x in s.samples {
-                self.insert(idx, x);
+            self.series[idx as usize].samples = s.samples;
+            self.num_samples += n;
+            if let (Some(lo), Some(hi)) = (min_t, max_t) {
+                self.min_time = Some(self.min_time.map_or(lo, |m| m.min(lo)));
+                self.max_time = Some(self.max_time.map_or(hi, |m| m.max(hi)));
             }
         }
     }
@@ -265,12 +265,11 @@ impl Head {
         self.series
             .iter()
             .filter_map(|s| {
-                let lo = s.samples.partition_point(|x| x.t < mint);
-                let hi = s.samples.partition_point(|x| x.t <= maxt);
-                (lo < hi).then(|| SeriesSamples {
+                let samples = s.samples.range(mint, maxt);
+                (!samples.is_empty()).then(|| SeriesSamples {
                     id: s.id,
                     labels: s.labels.clone(),
-                    samples: s.samples[lo..hi].to_vec(),
+                    samples,
                 })
             })
             .collect()

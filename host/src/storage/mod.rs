@@ -7,6 +7,7 @@ pub mod appender;
 pub mod backfill;
 pub mod batches;
 pub mod block;
+pub mod chunk;
 pub mod compact;
 pub mod head;
 pub mod index;
@@ -384,7 +385,7 @@ impl Storage {
             ));
             let samples: Vec<(u64, crate::model::Sample)> = chunk
                 .iter()
-                .flat_map(|s| s.samples.iter().map(move |x| (s.id, *x)))
+                .flat_map(|s| s.samples.all().into_iter().map(move |x| (s.id, x)))
                 .collect();
             if !samples.is_empty() {
                 records.push(Record::Samples(samples));

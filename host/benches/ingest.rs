@@ -33,6 +33,8 @@ struct Args {
     senders: usize,
     dir: PathBuf,
     only: Option<String>,
+    /// Send to an already running server (for profiling) instead of starting one.
+    url: Option<String>,
 }
 
 fn args() -> Args {
@@ -42,6 +44,7 @@ fn args() -> Args {
         senders: 4,
         dir: std::env::temp_dir().join("ember-bench-ingest"),
         only: None,
+        url: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -51,6 +54,7 @@ fn args() -> Args {
             "--senders" => a.senders = it.next().and_then(|v| v.parse().ok()).expect("--senders S"),
             "--dir" => a.dir = it.next().map(PathBuf::from).expect("--dir DIR"),
             "--only" => a.only = it.next(),
+            "--url" => a.url = it.next(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -191,6 +195,34 @@ fn servers() -> Vec<Server> {
     ]
 }
 
+/// Sends one round's requests from `senders` threads and waits for all of them.
+fn send_round(payloads: &Arc<Vec<Vec<u8>>>, url: &str, senders: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..senders)
+        .map(|_| {
+            let (payloads, next, url) = (payloads.clone(), next.clone(), url.to_owned());
+            std::thread::spawn(move || {
+                let agent = agent();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = payloads.get(i) else { return };
+                    let r = agent
+                        .post(&url)
+                        .header("Content-Encoding", "snappy")
+                        .header("Content-Type", "application/x-protobuf")
+                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                        .send(&body[..])
+                        .expect("send");
+                    assert!(r.status().is_success(), "status {}", r.status());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("sender");
+    }
+}
+
 fn main() {
     let a = args();
     println!(
@@ -209,6 +241,17 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
+    if let Some(url) = &a.url {
+        let started = Instant::now();
+        for payloads in &rounds {
+            send_round(payloads, url, a.senders);
+        }
+        println!(
+            "{url}: {:.0} samples/s",
+            (a.series * a.rounds) as f64 / started.elapsed().as_secs_f64()
+        );
+        return;
+    }
     for server in servers() {
         if a.only.as_deref().is_some_and(|o| o != server.name) {
             continue;
@@ -227,31 +270,8 @@ fn main() {
 
         let mut sending = Duration::ZERO;
         for payloads in &rounds {
-            let next = Arc::new(AtomicUsize::new(0));
             let started = Instant::now();
-            let threads: Vec<_> = (0..a.senders)
-                .map(|_| {
-                    let (payloads, next, url) = (payloads.clone(), next.clone(), url.clone());
-                    std::thread::spawn(move || {
-                        let agent = agent();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(body) = payloads.get(i) else { return };
-                            let r = agent
-                                .post(&url)
-                                .header("Content-Encoding", "snappy")
-                                .header("Content-Type", "application/x-protobuf")
-                                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                                .send(&body[..])
-                                .expect("send");
-                            assert!(r.status().is_success(), "status {}", r.status());
-                        }
-                    })
-                })
-                .collect();
-            for t in threads {
-                t.join().expect("sender");
-            }
+            send_round(payloads, &url, a.senders);
             sending += started.elapsed();
         }
         let samples = (a.series * a.rounds) as f64;

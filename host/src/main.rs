@@ -1,5 +1,11 @@
 use std::process::ExitCode;
 
+// Ingestion allocates many small, short-lived objects on several threads;
+// mimalloc handles that far better than glibc's malloc (measured: the
+// allocator was over half of the remote-write profile).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use ember::cli::{BackfillSource, CheckCommand, Cli, Command, TsdbCommand};
 

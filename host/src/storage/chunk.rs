@@ -434,7 +434,12 @@ impl ChunkedSamples {
         self.range(i64::MIN, i64::MAX)
     }
 
-    /// Drops samples older than `cut`.
+    /// Drops the chunks that end before `cut`; a chunk spanning it is kept whole.
+    pub fn drop_chunks_before(&mut self, cut: i64) {
+        self.chunks.retain(|c| !c.is_empty() && c.max_t() >= cut);
+    }
+
+    /// Drops samples older than `cut`, re-encoding a chunk that spans it.
     pub fn drop_before(&mut self, cut: i64) {
         self.chunks.retain(|c| !c.is_empty() && c.max_t() >= cut);
         if let Some(first) = self.chunks.first_mut()

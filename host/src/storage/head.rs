@@ -20,12 +20,15 @@ pub enum AppendError {
     TooOld,
 }
 
+#[derive(Default)]
 pub struct MemSeries {
     pub id: u64,
     pub labels: Labels,
     pub samples: super::chunk::ChunkedSamples,
     /// Whether the WAL has this series' record yet.
     pub logged: bool,
+    /// False for a freed slot, waiting to be reused by a new series.
+    pub alive: bool,
 }
 
 /// A series and its samples in a time range, as reads return them.
@@ -63,6 +66,9 @@ pub struct Head {
     pub id_collisions: u64,
     /// One shared allocation per distinct label name and value.
     symbols: std::collections::HashSet<std::sync::Arc<str>>,
+    /// Slots of removed series, reused before the vector grows.
+    free: Vec<u32>,
+    live: usize,
 }
 
 impl Head {
@@ -125,17 +131,45 @@ impl Head {
                 s.clone()
             }
         });
-        let idx = self.series.len() as u32;
-        self.postings.add(idx, &labels);
-        self.by_id.insert(id, idx);
-        self.by_hash.entry(hash).or_default().push(idx);
-        self.series.push(MemSeries {
+        let series = MemSeries {
             id,
             labels,
             samples: super::chunk::ChunkedSamples::default(),
             logged,
-        });
+            alive: true,
+        };
+        let idx = match self.free.pop() {
+            Some(idx) => {
+                self.series[idx as usize] = series;
+                idx
+            }
+            None => {
+                self.series.push(series);
+                (self.series.len() - 1) as u32
+            }
+        };
+        let labels = &self.series[idx as usize].labels;
+        self.postings.add(idx, labels);
+        self.by_id.insert(id, idx);
+        self.by_hash.entry(hash).or_default().push(idx);
+        self.live += 1;
         idx
+    }
+
+    /// Forgets a series that has no samples left, freeing its slot.
+    fn remove(&mut self, idx: u32) {
+        let s = std::mem::take(&mut self.series[idx as usize]);
+        self.postings.remove(idx, &s.labels);
+        self.by_id.remove(&s.id);
+        let hash = s.labels.stable_hash();
+        if let Some(v) = self.by_hash.get_mut(&hash) {
+            v.retain(|&i| i != idx);
+            if v.is_empty() {
+                self.by_hash.remove(&hash);
+            }
+        }
+        self.free.push(idx);
+        self.live -= 1;
     }
 
     pub fn series(&self, idx: u32) -> &MemSeries {
@@ -211,6 +245,7 @@ impl Head {
     /// Series matching all matchers with their samples in `[mint, maxt]`;
     /// series without samples in range are left out.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        let mint = mint.max(self.min_valid_time);
         let mut out: Vec<SeriesSamples> = self
             .postings
             .select(matchers)
@@ -229,41 +264,46 @@ impl Head {
         out
     }
 
-    /// Drops samples before `cut` (they are in a block now) and series left
-    /// without samples. Indexes are rebuilt, so series indexes change.
+    /// Drops samples before `cut` (they are in a block now) and forgets series
+    /// left without samples. Runs under the head's write lock, so it only
+    /// drops whole chunks: older samples in a chunk spanning the cut stay in
+    /// memory until the chunk goes, hidden from reads by `min_valid_time`.
     pub fn truncate(&mut self, cut: i64) {
-        let old = std::mem::take(&mut self.series);
-        let (window, collisions) = (self.ooo_window_ms, self.id_collisions);
-        *self = Head::new(window);
-        self.id_collisions = collisions;
-        // Symbols are rebuilt from the surviving series, which drops unused ones.
-        self.min_valid_time = cut;
-        for mut s in old {
-            s.samples.drop_before(cut);
-            if s.samples.is_empty() {
-                continue;
-            }
-            let n = s.samples.len() as u64;
-            let (min_t, max_t) = (s.samples.first_t(), s.samples.last().map(|x| x.t));
-            let idx = self.create(s.id, s.labels.stable_hash(), s.labels, s.logged);
-            self.series[idx as usize].samples = s.samples;
-            self.num_samples += n;
-            if let (Some(lo), Some(hi)) = (min_t, max_t) {
-                self.min_time = Some(self.min_time.map_or(lo, |m| m.min(lo)));
-                self.max_time = Some(self.max_time.map_or(hi, |m| m.max(hi)));
+        self.min_valid_time = self.min_valid_time.max(cut);
+        let (mut min, mut max, mut count) = (None::<i64>, None::<i64>, 0u64);
+        let mut empty = Vec::new();
+        for (idx, s) in self.series.iter_mut().enumerate().filter(|(_, s)| s.alive) {
+            s.samples.drop_chunks_before(cut);
+            match (s.samples.first_t(), s.samples.last()) {
+                (Some(first), Some(last)) => {
+                    min = Some(min.map_or(first, |m| m.min(first)));
+                    max = Some(max.map_or(last.t, |m| m.max(last.t)));
+                    count += s.samples.len() as u64;
+                }
+                _ => empty.push(idx as u32),
             }
         }
+        for idx in empty {
+            self.remove(idx);
+        }
+        self.min_time = min.map(|m| m.max(cut));
+        self.max_time = max;
+        self.num_samples = count;
     }
 
     /// Every series with its samples, for checkpoints; `from..to` indexes.
+    /// Slots `from..to` (freed ones included: check `alive`).
     pub fn series_range(&self, from: usize, to: usize) -> &[MemSeries] {
         &self.series[from.min(self.series.len())..to.min(self.series.len())]
     }
 
     /// Every series' samples in `[mint, maxt]`.
+    /// Unlike [`Head::select`], not clamped to `min_valid_time`: a cut raises
+    /// that first and then copies out the range it is persisting.
     pub fn select_all(&self, mint: i64, maxt: i64) -> Vec<SeriesSamples> {
         self.series
             .iter()
+            .filter(|s| s.alive)
             .filter_map(|s| {
                 let samples = s.samples.range(mint, maxt);
                 (!samples.is_empty()).then(|| SeriesSamples {
@@ -280,7 +320,7 @@ impl Head {
     }
 
     pub fn num_series(&self) -> usize {
-        self.series.len()
+        self.live
     }
 
     pub fn num_samples(&self) -> u64 {

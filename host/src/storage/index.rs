@@ -28,6 +28,23 @@ impl Postings {
         }
     }
 
+    pub fn remove(&mut self, idx: u32, labels: &Labels) {
+        self.all.remove(idx);
+        for l in labels.iter() {
+            if let Some(values) = self.by_label.get_mut(&l.name) {
+                if let Some(set) = values.get_mut(&l.value) {
+                    set.remove(idx);
+                    if set.is_empty() {
+                        values.remove(&l.value);
+                    }
+                }
+                if values.is_empty() {
+                    self.by_label.remove(&l.name);
+                }
+            }
+        }
+    }
+
     /// Series matching every matcher, with Prometheus's rule that a matcher
     /// which matches the empty string also selects series lacking the label.
     pub fn select(&self, matchers: &[Matcher]) -> RoaringBitmap {

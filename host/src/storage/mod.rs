@@ -380,12 +380,18 @@ impl Storage {
             if chunk.is_empty() {
                 break;
             }
+            let min_valid = head.min_valid_time;
+            let live = || chunk.iter().filter(|s| s.alive);
             records.push(Record::Series(
-                chunk.iter().map(|s| (s.id, s.labels.clone())).collect(),
+                live().map(|s| (s.id, s.labels.clone())).collect(),
             ));
-            let samples: Vec<(u64, crate::model::Sample)> = chunk
-                .iter()
-                .flat_map(|s| s.samples.all().into_iter().map(move |x| (s.id, x)))
+            let samples: Vec<(u64, crate::model::Sample)> = live()
+                .flat_map(|s| {
+                    s.samples
+                        .range(min_valid, i64::MAX)
+                        .into_iter()
+                        .map(move |x| (s.id, x))
+                })
                 .collect();
             if !samples.is_empty() {
                 records.push(Record::Samples(samples));

@@ -325,3 +325,70 @@ fn retention_by_time_and_size() {
     assert!(storage.blocks().is_empty(), "a 1-byte limit keeps no block");
     assert!(count_samples(&storage) > 0, "the head is never deleted");
 }
+
+/// Measures the write pause of a head cut at 1M series (run with
+/// `cargo test --release --lib truncate_pause -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn truncate_pause_at_1m_series() {
+    let mut head = Head::new(0);
+    for i in 0..1_000_000u32 {
+        let labels = Labels::from_pairs([
+            ("__name__", format!("m{}", i % 100).as_str()),
+            ("instance", format!("h{}", i / 1000).as_str()),
+            ("s", format!("{}", i % 1000).as_str()),
+        ])
+        .unwrap();
+        let idx = head.get_or_create(&labels);
+        head.insert(idx, Sample { t: 1000, v: 1.0 });
+        head.insert(idx, Sample { t: 9000, v: 2.0 });
+    }
+    let started = std::time::Instant::now();
+    head.truncate(5000);
+    println!("truncate of 1M series took {:?}", started.elapsed());
+    assert_eq!(head.num_series(), 1_000_000);
+}
+
+#[test]
+fn series_without_samples_after_a_cut_are_forgotten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = open_small(tmp.path(), None, None);
+    // "gone" stops at 900ms; the others keep going.
+    let mut app = storage.appender();
+    app.append(series("m", "gone"), 100, 1.0);
+    app.append(series("m", "gone"), 900, 1.0);
+    app.commit().unwrap();
+    ingest(&storage, 0, 3000);
+    storage.run_maintenance().unwrap();
+    assert_eq!(
+        storage.head_stats().num_series,
+        10,
+        "the churned series left the head"
+    );
+    assert!(
+        !storage
+            .head
+            .read()
+            .postings()
+            .label_values("job")
+            .contains(&"gone".to_owned())
+    );
+    // Still queryable from its block.
+    assert_eq!(
+        storage
+            .select(&[Matcher::eq("job", "gone")], 0, 10_000)
+            .unwrap()[0]
+            .samples
+            .len(),
+        2
+    );
+    // A new series reuses the freed slot and is found normally.
+    let mut app = storage.appender();
+    app.append(series("m", "new"), 2950, 5.0);
+    app.commit().unwrap();
+    let got = storage
+        .select(&[Matcher::eq("job", "new")], 0, 10_000)
+        .unwrap();
+    assert_eq!(got[0].samples, vec![Sample { t: 2950, v: 5.0 }]);
+    assert_eq!(storage.head_stats().num_series, 11);
+}

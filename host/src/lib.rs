@@ -7,6 +7,7 @@ pub mod config;
 pub mod discovery;
 pub mod model;
 pub mod remote;
+pub mod scrape;
 pub mod server;
 pub mod storage;
 pub mod systemd;

@@ -3,6 +3,7 @@
 pub mod exposition;
 pub mod labels;
 pub mod matcher;
+pub mod relabel;
 pub mod sample;
 
 pub use labels::{Label, Labels, LabelsError};

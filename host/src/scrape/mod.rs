@@ -1,0 +1,3 @@
+//! Scraping: targets from discovery, one loop per target, samples into storage.
+
+pub mod target;

@@ -31,6 +31,7 @@ type ReloadReply = oneshot::Sender<Result<(), String>>;
 pub struct Control {
     ready: AtomicBool,
     storage: std::sync::OnceLock<Arc<Storage>>,
+    scraper: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
     replay: parking_lot::Mutex<ReplayProgress>,
     reload_tx: mpsc::Sender<ReloadReply>,
     shutdown: CancellationToken,
@@ -69,6 +70,11 @@ impl Control {
     /// The store, once WAL replay has finished.
     pub fn storage(&self) -> Option<&Arc<Storage>> {
         self.storage.get()
+    }
+
+    /// The scrape manager, once the server is running.
+    pub fn scraper(&self) -> Option<&Arc<crate::scrape::manager::ScrapeManager>> {
+        self.scraper.get()
     }
 
     /// WAL replay progress in segments.
@@ -169,6 +175,7 @@ async fn serve(
     let control = Arc::new(Control {
         ready: AtomicBool::new(false),
         storage: std::sync::OnceLock::new(),
+        scraper: std::sync::OnceLock::new(),
         replay: parking_lot::Mutex::new(ReplayProgress::default()),
         reload_tx,
         shutdown: CancellationToken::new(),
@@ -224,6 +231,21 @@ async fn serve(
         storage.clone(),
         control.shutdown.clone(),
     ));
+    let config_dir = flags
+        .config_file
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(std::path::Path::new("."))
+        .to_owned();
+    let scraper = crate::scrape::manager::ScrapeManager::new(storage.clone(), config_dir);
+    let _ = control.scraper.set(scraper.clone());
+    let scraping = tokio::spawn(scraper.run(control.config(), control.shutdown.clone()));
     control.ready.store(true, Ordering::Release);
     progress.abort();
     metrics.ready.set(1);
@@ -267,6 +289,13 @@ async fn serve(
         Ok(Ok(Ok(()))) => {}
         Ok(result) => warn!(result = ?result, "Web server stopped with an error"),
         Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "In-flight requests did not finish in time"),
+    }
+    // Scrape loops write stale markers for their series as they stop.
+    if tokio::time::timeout(SHUTDOWN_GRACE, scraping)
+        .await
+        .is_err()
+    {
+        warn!("Scrape loops did not stop in time");
     }
     maintenance.abort();
     if let Err(err) = storage.sync() {

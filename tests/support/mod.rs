@@ -249,3 +249,91 @@ pub fn require_program(name: &str, package: &str) -> bool {
     }
     found
 }
+
+/// What a [`TestTarget`] answers with.
+#[derive(Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn text(body: &str) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4".into(),
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// A tiny HTTP server on loopback whose answer a test can change at any time.
+pub struct TestTarget {
+    pub addr: String,
+    pub reply: std::sync::Arc<std::sync::Mutex<Reply>>,
+    pub hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TestTarget {
+    pub fn start(initial: Reply) -> TestTarget {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test target");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let reply = std::sync::Arc::new(std::sync::Mutex::new(initial));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (r, h) = (reply.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (r, h) = (r.clone(), h.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    let mut req = Vec::new();
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let reply = r.lock().unwrap().clone();
+                    std::thread::sleep(reply.delay);
+                    let head = format!(
+                        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        reply.status,
+                        reply.content_type,
+                        reply.body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(reply.body.as_bytes());
+                });
+            }
+        });
+        TestTarget { addr, reply, hits }
+    }
+
+    pub fn set(&self, reply: Reply) {
+        *self.reply.lock().unwrap() = reply;
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until the target has been scraped `n` more times.
+    pub fn wait_hits(&self, n: usize) {
+        let want = self.hits() + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.hits() < want {
+            assert!(
+                Instant::now() < deadline,
+                "target at {} not scraped",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

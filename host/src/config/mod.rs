@@ -345,8 +345,13 @@ impl Config {
     /// when it does not.
     pub fn not_yet_acted_on(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if !self.scrape_configs.is_empty() {
-            out.push("scrape_configs (scraping is not implemented in this build)");
+        let service_discovery_only = self.scrape_configs.iter().any(|c| {
+            c.http_client.oauth2.is_some()
+                || !c.http_client.tls_config.ca_file.is_empty()
+                || c.http_client.tls_config.insecure_skip_verify
+        });
+        if service_discovery_only {
+            out.push("scrape_configs oauth2/tls_config (https scraping and OAuth2 are not implemented in this build)");
         }
         if !self.rule_files.is_empty() {
             out.push("rule_files (rule evaluation is not implemented in this build)");

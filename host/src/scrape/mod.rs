@@ -1,3 +1,5 @@
 //! Scraping: targets from discovery, one loop per target, samples into storage.
 
+pub mod manager;
+pub mod scrape_loop;
 pub mod target;

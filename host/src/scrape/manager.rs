@@ -1,0 +1,267 @@
+//! Keeps one scrape loop running per active target, for every job in the
+//! configuration in force.
+//!
+//! Reconciliation is idempotent and runs on start, on every config reload
+//! and every few seconds (to pick up `file_sd_configs` changes): targets
+//! whose URL and labels are unchanged keep their loop, new ones start, and
+//! removed ones stop, writing stale markers for their series.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::scrape_loop::{ScrapeLoop, TargetState};
+use super::target::{Outcome, Target, populate};
+use crate::config::{Config, ScrapeConfig};
+use crate::discovery::file::read_target_groups;
+use crate::model::relabel::LabelMap;
+use crate::storage::Storage;
+
+/// How often file-based discovery is re-read.
+const REDISCOVER_EVERY: Duration = Duration::from_secs(5);
+
+struct RunningTarget {
+    target: Target,
+    state: Arc<Mutex<TargetState>>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Pool {
+    cfg: Arc<ScrapeConfig>,
+    client: reqwest::Client,
+    running: HashMap<String, RunningTarget>,
+    dropped: Vec<LabelMap>,
+    invalid: Vec<(LabelMap, String)>,
+}
+
+/// A target as the API and UI show it.
+#[derive(Clone, Debug)]
+pub struct TargetView {
+    pub job: String,
+    pub target: Target,
+    pub state: TargetState,
+}
+
+pub struct ScrapeManager {
+    storage: Arc<Storage>,
+    config_dir: PathBuf,
+    pools: Mutex<HashMap<String, Pool>>,
+}
+
+fn client_for(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
+    let http = &cfg.http_client;
+    let mut b = reqwest::Client::builder()
+        .redirect(if http.follow_redirects {
+            reqwest::redirect::Policy::limited(10)
+        } else {
+            reqwest::redirect::Policy::none()
+        })
+        .user_agent(concat!("Ember/", env!("CARGO_PKG_VERSION")));
+    if !http.proxy_url.is_empty() {
+        b = b.proxy(reqwest::Proxy::all(&http.proxy_url).map_err(|e| format!("proxy_url: {e}"))?);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+impl ScrapeManager {
+    pub fn new(storage: Arc<Storage>, config_dir: PathBuf) -> Arc<ScrapeManager> {
+        Arc::new(ScrapeManager {
+            storage,
+            config_dir,
+            pools: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Runs until `stop`: applies every configuration and rediscovers periodically.
+    pub async fn run(
+        self: Arc<Self>,
+        mut config: watch::Receiver<Arc<Config>>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(REDISCOVER_EVERY);
+        loop {
+            let current = config.borrow_and_update().clone();
+            self.apply(&current);
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = config.changed() => if changed.is_err() { break },
+                _ = stop.cancelled() => break,
+            }
+        }
+        self.stop_all().await;
+    }
+
+    /// Targets discovered for one job: (group labels, address labels) pairs.
+    fn discover(&self, cfg: &ScrapeConfig) -> Vec<(LabelMap, LabelMap)> {
+        let mut out = Vec::new();
+        let address = |t: &str| LabelMap::from([("__address__".to_owned(), t.to_owned())]);
+        for sc in &cfg.static_configs {
+            let group: LabelMap = sc.labels.clone().into_iter().collect();
+            out.extend(sc.targets.iter().map(|t| (group.clone(), address(t))));
+        }
+        for sd in &cfg.file_sd_configs {
+            for pattern in &sd.files {
+                let full = resolve(&self.config_dir, pattern);
+                let Ok(paths) = glob::glob(&full.to_string_lossy()) else {
+                    continue;
+                };
+                for path in paths.filter_map(Result::ok) {
+                    match read_target_groups(&path) {
+                        Ok(groups) => {
+                            for g in groups {
+                                let mut group: LabelMap = g.labels.into_iter().collect();
+                                group.insert("__meta_filepath".into(), path.display().to_string());
+                                out.extend(g.targets.iter().map(|t| (group.clone(), address(t))));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(job = %cfg.job_name, err = %e, "Cannot read file_sd target file")
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Brings running loops in line with `config`.
+    pub fn apply(&self, config: &Config) {
+        let mut pools = self.pools.lock();
+        pools.retain(|job, pool| {
+            let keep = config.scrape_configs.iter().any(|c| &c.job_name == job);
+            if !keep {
+                for (_, t) in pool.running.drain() {
+                    t.stop.cancel();
+                }
+            }
+            keep
+        });
+        for cfg in &config.scrape_configs {
+            let changed = pools.get(&cfg.job_name).is_none_or(|p| *p.cfg != *cfg);
+            if changed {
+                let client = match client_for(cfg) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(job = %cfg.job_name, err = %e, "Cannot build the HTTP client; job not scraped");
+                        continue;
+                    }
+                };
+                if let Some(old) = pools.remove(&cfg.job_name) {
+                    for (_, t) in old.running {
+                        t.stop.cancel();
+                    }
+                }
+                pools.insert(
+                    cfg.job_name.clone(),
+                    Pool {
+                        cfg: Arc::new(cfg.clone()),
+                        client,
+                        running: HashMap::new(),
+                        dropped: Vec::new(),
+                        invalid: Vec::new(),
+                    },
+                );
+            }
+            let discovered = self.discover(cfg);
+            let Some(pool) = pools.get_mut(&cfg.job_name) else {
+                continue;
+            };
+            let mut wanted: HashMap<String, Target> = HashMap::new();
+            pool.dropped.clear();
+            pool.invalid.clear();
+            for (group, addr) in &discovered {
+                match populate(group, addr, &pool.cfg) {
+                    Outcome::Active(t) => {
+                        wanted.insert(format!("{}|{}", t.url, t.labels), t);
+                    }
+                    Outcome::Dropped { discovered } => pool.dropped.push(discovered),
+                    Outcome::Invalid { discovered, error } => {
+                        tracing::warn!(job = %cfg.job_name, err = %error, "Invalid target");
+                        pool.invalid.push((discovered, error));
+                    }
+                }
+            }
+            pool.running.retain(|key, t| {
+                let keep = wanted.contains_key(key);
+                if !keep {
+                    t.stop.cancel();
+                }
+                keep
+            });
+            for (key, target) in wanted {
+                if pool.running.contains_key(&key) {
+                    continue;
+                }
+                let stop = CancellationToken::new();
+                let lp = ScrapeLoop::new(
+                    target.clone(),
+                    pool.cfg.clone(),
+                    self.storage.clone(),
+                    pool.client.clone(),
+                );
+                let state = lp.state.clone();
+                let task = tokio::spawn(lp.run(stop.clone()));
+                pool.running.insert(
+                    key,
+                    RunningTarget {
+                        target,
+                        state,
+                        stop,
+                        task,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Stops every loop and waits for their stale markers to be written.
+    pub async fn stop_all(&self) {
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut pools = self.pools.lock();
+            pools
+                .drain()
+                .flat_map(|(_, p)| p.running.into_values())
+                .map(|t| {
+                    t.stop.cancel();
+                    t.task
+                })
+                .collect()
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Every active target with its current state.
+    pub fn targets(&self) -> Vec<TargetView> {
+        let pools = self.pools.lock();
+        let mut out: Vec<TargetView> = pools
+            .iter()
+            .flat_map(|(job, p)| {
+                p.running.values().map(move |t| TargetView {
+                    job: job.clone(),
+                    target: t.target.clone(),
+                    state: t.state.lock().clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.job, &a.target.url).cmp(&(&b.job, &b.target.url)));
+        out
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}

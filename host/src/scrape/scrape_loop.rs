@@ -1,0 +1,383 @@
+//! One target's scrape loop: fetch, parse, label, append, mark stale, report.
+//!
+//! Every scrape is one appender commit holding the target's samples, stale
+//! markers for series that disappeared since the previous scrape, and the
+//! report series `up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
+//! `scrape_samples_post_metric_relabeling` and `scrape_series_added`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::target::Target;
+use crate::config::ScrapeConfig;
+use crate::model::Labels;
+use crate::model::exposition::{Entry, Format, MetricType, Parser};
+use crate::model::relabel::{self, LabelMap};
+use crate::model::sample::stale_nan;
+use crate::storage::Storage;
+
+/// What Prometheus sends, so exporters pick the same format for both.
+pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Health {
+    #[default]
+    Unknown,
+    Up,
+    Down,
+}
+
+/// HELP/TYPE/UNIT of one metric family, as the target exposed it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata {
+    pub kind: String,
+    pub help: String,
+    pub unit: String,
+}
+
+/// The target's state, shared with the manager for the API and UI.
+#[derive(Clone, Debug, Default)]
+pub struct TargetState {
+    pub health: Health,
+    pub last_error: String,
+    pub last_scrape_ms: i64,
+    pub last_duration: Duration,
+    pub last_samples: usize,
+    pub metadata: HashMap<String, Metadata>,
+}
+
+/// The labels of a scraped series after target labels and metric
+/// relabeling; `None` when relabeling dropped it.
+type Cached = Option<Labels>;
+
+pub struct ScrapeLoop {
+    pub target: Target,
+    cfg: Arc<ScrapeConfig>,
+    storage: Arc<Storage>,
+    client: reqwest::Client,
+    cache: HashMap<String, Cached>,
+    previous: HashSet<Labels>,
+    pub state: Arc<Mutex<TargetState>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Scraped {
+    body: String,
+    format: Format,
+}
+
+impl ScrapeLoop {
+    pub fn new(
+        target: Target,
+        cfg: Arc<ScrapeConfig>,
+        storage: Arc<Storage>,
+        client: reqwest::Client,
+    ) -> ScrapeLoop {
+        ScrapeLoop {
+            target,
+            cfg,
+            storage,
+            client,
+            cache: HashMap::new(),
+            previous: HashSet::new(),
+            state: Arc::new(Mutex::new(TargetState::default())),
+        }
+    }
+
+    /// Scrapes on the target's interval until cancelled, then marks every
+    /// series it produced as stale.
+    pub async fn run(mut self, stop: CancellationToken) {
+        // Spread targets over the interval, stably per target.
+        let offset = {
+            let h = self.target.labels.stable_hash()
+                ^ crate::model::Labels::from_pairs([("u", self.target.url.as_str())])
+                    .map_or(0, |l| l.stable_hash());
+            Duration::from_millis(h % self.target.interval.as_millis().max(1) as u64)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(offset) => {}
+            _ = stop.cancelled() => return,
+        }
+        let mut tick = tokio::time::interval(self.target.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            self.scrape_once().await;
+        }
+        self.mark_all_stale(now_ms()).await;
+    }
+
+    async fn fetch(&self) -> Result<Scraped, String> {
+        if self.target.url.starts_with("https://") {
+            return Err(
+                "https targets are not supported in this build (TLS is not compiled in yet)".into(),
+            );
+        }
+        let mut req = self
+            .client
+            .get(&self.target.url)
+            .header("Accept", ACCEPT)
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", self.target.timeout.as_secs_f64()),
+            )
+            .timeout(self.target.timeout);
+        let http = &self.cfg.http_client;
+        if let Some(b) = &http.basic_auth {
+            let password = if b.password_file.is_empty() {
+                b.password.expose().to_owned()
+            } else {
+                std::fs::read_to_string(&b.password_file)
+                    .map_err(|e| format!("cannot read password_file {}: {e}", b.password_file))?
+                    .trim()
+                    .to_owned()
+            };
+            req = req.basic_auth(&b.username, Some(password));
+        }
+        if let Some(a) = &http.authorization {
+            let credentials = if a.credentials_file.is_empty() {
+                a.credentials.expose().to_owned()
+            } else {
+                std::fs::read_to_string(&a.credentials_file)
+                    .map_err(|e| {
+                        format!("cannot read credentials_file {}: {e}", a.credentials_file)
+                    })?
+                    .trim()
+                    .to_owned()
+            };
+            req = req.header("Authorization", format!("{} {credentials}", a.kind));
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                format!(
+                    "context deadline exceeded (scrape timeout {:?})",
+                    self.target.timeout
+                )
+            } else {
+                error_chain(&e)
+            }
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("server returned HTTP status {status}"));
+        }
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("reading body: {}", error_chain(&e)))?;
+        let limit = self.cfg.body_size_limit;
+        if limit > 0 && bytes.len() as u64 > limit {
+            return Err(format!(
+                "body size limit exceeded: {} bytes > {limit}",
+                bytes.len()
+            ));
+        }
+        let body =
+            String::from_utf8(bytes.to_vec()).map_err(|e| format!("body is not UTF-8: {e}"))?;
+        let format = if content_type.starts_with("application/openmetrics-text") {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        };
+        Ok(Scraped { body, format })
+    }
+
+    /// Target labels merged into scraped labels (honor_labels rules), then
+    /// metric relabeling.
+    fn series_labels(&self, scraped: &Labels) -> Cached {
+        let mut map: LabelMap = scraped
+            .iter()
+            .map(|l| (l.name.to_string(), l.value.to_string()))
+            .collect();
+        for l in self.target.labels.iter() {
+            let (name, value) = (l.name.to_string(), l.value.to_string());
+            if self.cfg.honor_labels {
+                map.entry(name).or_insert(value);
+            } else {
+                if let Some(existing) = map.remove(&name) {
+                    // Keep the exposed value as exported_<name>, as Prometheus does.
+                    let mut exported = format!("exported_{name}");
+                    while map.contains_key(&exported) {
+                        exported = format!("exported_{exported}");
+                    }
+                    map.insert(exported, existing);
+                }
+                map.insert(name, value);
+            }
+        }
+        if !relabel::process(&mut map, &self.cfg.metric_relabel_configs) {
+            return None;
+        }
+        Labels::from_pairs(map.iter())
+            .ok()
+            .filter(|l| l.metric_name().is_some())
+    }
+
+    async fn scrape_once(&mut self) {
+        let started = Instant::now();
+        let t = now_ms();
+        let fetched = self.fetch().await;
+        let mut app_samples: Vec<(Labels, i64, f64)> = Vec::new();
+        let mut seen: HashSet<Labels> = HashSet::new();
+        let mut scraped = 0usize;
+        let mut metadata: HashMap<String, Metadata> = HashMap::new();
+        let result = fetched.and_then(|s| {
+            for entry in Parser::new(&s.body, s.format) {
+                match entry.map_err(|e| e.to_string())? {
+                    Entry::Sample(sample) => {
+                        scraped += 1;
+                        let labels = match self.cache.get(sample.series) {
+                            Some(c) => c.clone(),
+                            None => {
+                                let parsed = sample
+                                    .labels()
+                                    .map_err(|e| format!("series {}: {e}", sample.series))?;
+                                let c = self.series_labels(&parsed);
+                                self.cache.insert(sample.series.to_owned(), c.clone());
+                                c
+                            }
+                        };
+                        let Some(labels) = labels else { continue };
+                        let ts = match sample.timestamp_ms {
+                            Some(ts) if self.cfg.honor_timestamps => ts,
+                            _ => t,
+                        };
+                        if seen.insert(labels.clone()) {
+                            app_samples.push((labels, ts, sample.value));
+                        }
+                    }
+                    Entry::Help { family, help } => {
+                        metadata.entry(family.into_owned()).or_default().help = help.into_owned()
+                    }
+                    Entry::Type { family, kind } => {
+                        metadata.entry(family.into_owned()).or_default().kind =
+                            type_name(kind).into()
+                    }
+                    Entry::Unit { family, unit } => {
+                        metadata.entry(family.into_owned()).or_default().unit = unit.into_owned()
+                    }
+                }
+            }
+            let limit = self.cfg.sample_limit as usize;
+            if limit > 0 && app_samples.len() > limit {
+                return Err(format!(
+                    "sample limit exceeded: {} samples > {limit}",
+                    app_samples.len()
+                ));
+            }
+            Ok(())
+        });
+        let duration = started.elapsed();
+        let (up, error) = match &result {
+            Ok(()) => (1.0, String::new()),
+            Err(e) => (0.0, e.clone()),
+        };
+        if result.is_err() {
+            app_samples.clear();
+            seen.clear();
+        }
+        let added = seen.iter().filter(|l| !self.previous.contains(*l)).count();
+        let post_relabel = app_samples.len();
+        let mut app = self.storage.appender();
+        for (labels, ts, v) in app_samples {
+            app.append(labels, ts, v);
+        }
+        // Series that vanished since the last scrape (or all, if it failed) go stale.
+        for gone in self.previous.difference(&seen) {
+            app.append(gone.clone(), t, stale_nan());
+        }
+        for (name, value) in [
+            ("up", up),
+            ("scrape_duration_seconds", duration.as_secs_f64()),
+            ("scrape_samples_scraped", scraped as f64),
+            ("scrape_samples_post_metric_relabeling", post_relabel as f64),
+            ("scrape_series_added", added as f64),
+        ] {
+            app.append(self.report_labels(name), t, value);
+        }
+        if let Err(e) = app.commit() {
+            tracing::error!(target = %self.target.url, err = %e, "Cannot store scraped samples");
+        }
+        if !error.is_empty() {
+            tracing::debug!(target = %self.target.url, err = %error, "Scrape failed");
+        }
+        self.previous = seen;
+        let mut state = self.state.lock();
+        state.health = if up == 1.0 { Health::Up } else { Health::Down };
+        state.last_error = error;
+        state.last_scrape_ms = t;
+        state.last_duration = duration;
+        state.last_samples = scraped;
+        if up == 1.0 {
+            state.metadata = metadata;
+        }
+    }
+
+    fn report_labels(&self, name: &str) -> Labels {
+        let mut pairs: Vec<(&str, &str)> = self
+            .target
+            .labels
+            .iter()
+            .map(|l| (&*l.name, &*l.value))
+            .collect();
+        pairs.push(("__name__", name));
+        Labels::from_pairs(pairs).unwrap_or_default()
+    }
+
+    async fn mark_all_stale(&mut self, t: i64) {
+        let mut app = self.storage.appender();
+        for gone in self.previous.drain() {
+            app.append(gone, t, stale_nan());
+        }
+        for name in [
+            "up",
+            "scrape_duration_seconds",
+            "scrape_samples_scraped",
+            "scrape_samples_post_metric_relabeling",
+            "scrape_series_added",
+        ] {
+            app.append(self.report_labels(name), t, stale_nan());
+        }
+        if let Err(e) = app.commit() {
+            tracing::error!(target = %self.target.url, err = %e, "Cannot store stale markers");
+        }
+    }
+}
+
+fn type_name(kind: MetricType) -> &'static str {
+    match kind {
+        // The metadata API says "unknown" for untyped, as Prometheus does.
+        MetricType::Unknown => "unknown",
+        k => k.as_str(),
+    }
+}
+
+/// An error with its causes, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

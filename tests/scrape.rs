@@ -99,6 +99,7 @@ fn staleness_failures_and_labels() {
         delay: Duration::from_secs(3),
         ..Reply::text("s 1\n")
     });
+    let wide = TestTarget::start(Reply::text("w{a=\"1\",b=\"2\",c=\"3\"} 1\n"));
     let labelled = TestTarget::start(Reply::text(
         "c{job=\"exposed\",keep=\"yes\"} 1\nc{job=\"exposed\",keep=\"no\"} 2\n",
     ));
@@ -119,6 +120,9 @@ fn staleness_failures_and_labels() {
         format!("    static_configs: [{{targets: ['{}']}}]", labelled.addr),
         "    metric_relabel_configs:".to_owned(),
         "      - {source_labels: [keep], regex: 'no', action: drop}".to_owned(),
+        "  - job_name: wide".to_owned(),
+        "    label_limit: 4".to_owned(),
+        format!("    static_configs: [{{targets: ['{}']}}]", wide.addr),
     ];
     setup.write_config(&(config.join("\n") + "\n"));
     let mut ember = setup.start(&["--log.level=debug"]);
@@ -170,6 +174,22 @@ fn staleness_failures_and_labels() {
             "no {why} error for {addr} in logs"
         );
     }
+    // label_limit 4 < __name__, a, b, c, instance, job: the scrape fails.
+    let up = stored(
+        &setup,
+        &[Matcher::eq("__name__", "up"), Matcher::eq("job", "wide")],
+    );
+    assert!(
+        up[0]
+            .samples
+            .iter()
+            .filter(|s| !is_stale(s.v))
+            .all(|s| s.v == 0.0)
+    );
+    assert!(
+        logs.contains("label_limit exceeded (metric: w, number of labels: 6, limit: 4)"),
+        "label limit error logged"
+    );
     // A garbage scrape stores nothing from that scrape, not even its valid first line.
     assert!(stored(&setup, &[Matcher::eq("__name__", "ok")]).is_empty());
 

@@ -256,6 +256,7 @@ impl ScrapeLoop {
                             }
                         };
                         let Some(labels) = labels else { continue };
+                        self.check_label_limits(&labels)?;
                         let ts = match sample.timestamp_ms {
                             Some(ts) if self.cfg.honor_timestamps => ts,
                             _ => t,
@@ -329,6 +330,42 @@ impl ScrapeLoop {
         if up == 1.0 {
             state.metadata = metadata;
         }
+    }
+
+    /// `label_limit`, `label_name_length_limit`, `label_value_length_limit`:
+    /// a series over a limit fails the whole scrape, as in Prometheus.
+    fn check_label_limits(&self, labels: &Labels) -> Result<(), String> {
+        let cfg = &self.cfg;
+        let name = labels.metric_name().unwrap_or("");
+        if cfg.label_limit > 0 && labels.len() as u64 > cfg.label_limit {
+            return Err(format!(
+                "label_limit exceeded (metric: {name}, number of labels: {}, limit: {})",
+                labels.len(),
+                cfg.label_limit
+            ));
+        }
+        for l in labels.iter() {
+            if cfg.label_name_length_limit > 0 && l.name.len() as u64 > cfg.label_name_length_limit
+            {
+                return Err(format!(
+                    "label_name_length_limit exceeded (metric: {name}, label name: {}, length: {}, limit: {})",
+                    l.name,
+                    l.name.len(),
+                    cfg.label_name_length_limit
+                ));
+            }
+            if cfg.label_value_length_limit > 0
+                && l.value.len() as u64 > cfg.label_value_length_limit
+            {
+                return Err(format!(
+                    "label_value_length_limit exceeded (metric: {name}, label name: {}, value length: {}, limit: {})",
+                    l.name,
+                    l.value.len(),
+                    cfg.label_value_length_limit
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn report_labels(&self, name: &str) -> Labels {

@@ -11,9 +11,11 @@ pub struct Label {
 }
 
 /// A label set sorted by name, without empty values (an empty value means
-/// "no such label" in Prometheus) and without duplicate names.
+/// "no such label" in Prometheus) and without duplicate names. Immutable and
+/// shared: cloning is a reference-count increment, so the scrape and write
+/// paths can hand label sets around without allocating.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<Label>);
+pub struct Labels(std::sync::Arc<[Label]>);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LabelsError {
@@ -47,7 +49,7 @@ impl Labels {
         if labels.first().is_some_and(|l| l.name.is_empty()) {
             return Err(LabelsError::EmptyName);
         }
-        Ok(Labels(labels))
+        Ok(Labels(labels.into()))
     }
 
     /// The same labels with every string passed through `intern`, so a store
@@ -63,7 +65,8 @@ impl Labels {
                     name: intern(&l.name),
                     value: intern(&l.value),
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
         )
     }
 
@@ -94,7 +97,7 @@ impl Labels {
     /// in every release, because series ids derived from it are persisted.
     pub fn stable_hash(&self) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for l in &self.0 {
+        for l in self.0.iter() {
             h.update(l.name.as_bytes());
             h.update(&[0xff]);
             h.update(l.value.as_bytes());

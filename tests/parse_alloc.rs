@@ -1,0 +1,56 @@
+//! The scrape hot path allocates nothing per sample for series already seen:
+//! parsing hands out the raw series text, the cache lookup borrows it, and a
+//! cached label set is shared by reference count. Checked with a counting
+//! global allocator over real node_exporter output.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ember::model::Labels;
+use ember::model::exposition::{Entry, Format, Parser};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn known_series_parse_without_allocating() {
+    let text = include_str!("../host/benches/data/node_exporter.prom");
+    let mut cache: HashMap<String, Labels> = HashMap::new();
+    for e in Parser::new(text, Format::Text) {
+        if let Ok(Entry::Sample(s)) = e {
+            cache.insert(s.series.to_owned(), s.labels().unwrap());
+        }
+    }
+    let mut found = Vec::with_capacity(cache.len());
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for e in Parser::new(text, Format::Text) {
+        if let Ok(Entry::Sample(s)) = e {
+            found.push((cache.get(s.series).cloned(), s.value));
+        }
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert!(found.len() > 400 && found.iter().all(|(l, _)| l.is_some()));
+    assert_eq!(
+        allocations,
+        0,
+        "{allocations} allocations for {} known samples",
+        found.len()
+    );
+}

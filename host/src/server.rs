@@ -126,7 +126,21 @@ pub fn run(flags: ServerFlags) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(flags, config, external_url, route_prefix, &data_dir));
+    let push_store = match crate::push::store::PushStore::open(&data_dir.path().join("push")) {
+        Ok(s) => Arc::new(s),
+        Err(err) => {
+            error!(err = %err, "Opening the push store failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(
+        flags,
+        config,
+        external_url,
+        route_prefix,
+        &data_dir,
+        push_store,
+    ));
     drop(data_dir);
     code
 }
@@ -137,6 +151,7 @@ async fn serve(
     external_url: String,
     route_prefix: String,
     data_dir: &DataDir,
+    push_store: Arc<crate::push::store::PushStore>,
 ) -> ExitCode {
     let metrics = match Metrics::new() {
         Ok(m) => m,
@@ -151,6 +166,18 @@ async fn serve(
         Err(err) => {
             error!(address = %flags.listen_address, err = %err, "Cannot listen on the web listen address");
             return ExitCode::FAILURE;
+        }
+    };
+    let push_listener = if flags.push_listen_address.is_empty() {
+        None
+    } else {
+        let addr = normalize_listen_address(&flags.push_listen_address);
+        match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => Some(l),
+            Err(err) => {
+                error!(address = %flags.push_listen_address, err = %err, "Cannot listen on the push listen address");
+                return ExitCode::FAILURE;
+            }
         }
     };
     let mut signals = match Signals::new() {
@@ -191,6 +218,9 @@ async fn serve(
         enable_lifecycle: flags.enable_lifecycle,
         enable_remote_write_receiver: flags.enable_remote_write_receiver,
         route_prefix: route_prefix.clone(),
+        push: crate::push::http::PushState {
+            store: push_store.clone(),
+        },
     });
     let shutdown = control.shutdown.clone();
     let server = tokio::spawn(async move {
@@ -199,6 +229,21 @@ async fn serve(
             .await
     });
     info!(address = %flags.listen_address, route_prefix = %route_prefix, "Listening");
+    if let Some(listener) = push_listener {
+        let push_app = crate::push::http::listener_routes(crate::push::http::PushState {
+            store: push_store.clone(),
+        });
+        let shutdown = control.shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, push_app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+            {
+                error!(err = %err, "Push listener stopped");
+            }
+        });
+        info!(address = %flags.push_listen_address, "Listening for pushes");
+    }
 
     // The server is bound (so /-/healthy and the replay status answer) but
     // not ready while the head is rebuilt from the WAL; the progress task
@@ -246,6 +291,12 @@ async fn serve(
     let scraper = crate::scrape::manager::ScrapeManager::new(storage.clone(), config_dir);
     let _ = control.scraper.set(scraper.clone());
     let scraping = tokio::spawn(scraper.run(control.config(), control.shutdown.clone()));
+    tokio::spawn(crate::push::ingest::run(
+        push_store.clone(),
+        storage.clone(),
+        control.config(),
+        control.shutdown.clone(),
+    ));
     control.ready.store(true, Ordering::Release);
     progress.abort();
     metrics.ready.set(1);

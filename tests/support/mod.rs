@@ -66,6 +66,10 @@ impl Setup {
             format!("--config.file={}", config.display()),
             format!("--storage.tsdb.path={}", self.data_dir().display()),
         ];
+        // Tests run in parallel: no shared default push port unless asked for.
+        if !extra.iter().any(|a| a.starts_with("--push.listen-address")) {
+            args.push("--push.listen-address=".to_owned());
+        }
         if !extra.iter().any(|a| a.starts_with("--web.listen-address")) {
             args.push(format!("--web.listen-address=127.0.0.1:{port}"));
         }

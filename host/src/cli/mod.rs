@@ -179,6 +179,16 @@ pub struct ServerFlags {
     )]
     pub listen_address: String,
 
+    /// Address of the Pushgateway-compatible listener (push API and /metrics
+    /// of pushed groups). Empty disables it; pushes are also accepted on the
+    /// main port.
+    #[arg(
+        long = "push.listen-address",
+        value_name = "ADDRESS",
+        default_value = ":9091"
+    )]
+    pub push_listen_address: String,
+
     /// The URL under which Ember is externally reachable (for example behind a
     /// reverse proxy). Used for generated links; its path becomes the default
     /// route prefix. Defaults to http://<hostname>:<port>/.

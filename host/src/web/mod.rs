@@ -21,6 +21,7 @@ pub struct AppState {
     pub enable_lifecycle: bool,
     pub enable_remote_write_receiver: bool,
     pub route_prefix: String,
+    pub push: crate::push::http::PushState,
 }
 
 /// Builds the router, mounted under the route prefix as Prometheus mounts it.
@@ -41,7 +42,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             instrument::record,
         ))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(crate::push::http::push_routes(state.push.clone()));
     let prefix = state.route_prefix.trim_end_matches('/').to_owned();
     if prefix.is_empty() {
         routes

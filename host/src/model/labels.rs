@@ -14,8 +14,69 @@ pub struct Label {
 /// "no such label" in Prometheus) and without duplicate names. Immutable and
 /// shared: cloning is a reference-count increment, so the scrape and write
 /// paths can hand label sets around without allocating.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(std::sync::Arc<[Label]>);
+#[derive(Clone, Debug)]
+pub struct Labels {
+    labels: std::sync::Arc<[Label]>,
+    /// [`Labels::stable_hash`], computed once: series lookups and hash sets
+    /// then hash a u64 instead of every label string.
+    hash: u64,
+}
+
+impl Labels {
+    fn from_sorted(labels: Vec<Label>) -> Labels {
+        let hash = stable_hash_of(&labels);
+        Labels {
+            labels: labels.into(),
+            hash,
+        }
+    }
+}
+
+fn stable_hash_of(labels: &[Label]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for l in labels {
+        h.update(l.name.as_bytes());
+        h.update(&[0xff]);
+        h.update(l.value.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels::from_sorted(Vec::new())
+    }
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        // Shared sets (the head's canonical copy handed back to a scrape
+        // cache) compare by pointer; others by hash, then content.
+        std::sync::Arc::ptr_eq(&self.labels, &other.labels)
+            || (self.hash == other.hash && self.labels == other.labels)
+    }
+}
+
+impl Eq for Labels {}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.labels.cmp(&other.labels)
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LabelsError {
@@ -49,7 +110,7 @@ impl Labels {
         if labels.first().is_some_and(|l| l.name.is_empty()) {
             return Err(LabelsError::EmptyName);
         }
-        Ok(Labels(labels.into()))
+        Ok(Labels::from_sorted(labels))
     }
 
     /// The same labels with every string passed through `intern`, so a store
@@ -58,23 +119,26 @@ impl Labels {
         &self,
         mut intern: impl FnMut(&std::sync::Arc<str>) -> std::sync::Arc<str>,
     ) -> Labels {
-        Labels(
-            self.0
-                .iter()
-                .map(|l| Label {
-                    name: intern(&l.name),
-                    value: intern(&l.value),
-                })
-                .collect::<Vec<_>>()
-                .into(),
-        )
+        let labels: Vec<Label> = self
+            .labels
+            .iter()
+            .map(|l| Label {
+                name: intern(&l.name),
+                value: intern(&l.value),
+            })
+            .collect();
+        // Same strings, same hash.
+        Labels {
+            labels: labels.into(),
+            hash: self.hash,
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.labels
             .binary_search_by(|l| (*l.name).cmp(name))
             .ok()
-            .map(|i| &*self.0[i].value)
+            .map(|i| &*self.labels[i].value)
     }
 
     pub fn metric_name(&self) -> Option<&str> {
@@ -82,28 +146,21 @@ impl Labels {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Label> {
-        self.0.iter()
+        self.labels.iter()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.labels.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.labels.is_empty()
     }
 
     /// A stable 64-bit hash of the label set: the same on every machine and
     /// in every release, because series ids derived from it are persisted.
     pub fn stable_hash(&self) -> u64 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for l in self.0.iter() {
-            h.update(l.name.as_bytes());
-            h.update(&[0xff]);
-            h.update(l.value.as_bytes());
-            h.update(&[0xff]);
-        }
-        h.digest()
+        self.hash
     }
 }
 
@@ -115,7 +172,7 @@ impl fmt::Display for Labels {
         }
         f.write_str("{")?;
         let mut first = true;
-        for l in self.0.iter().filter(|l| &*l.name != METRIC_NAME) {
+        for l in self.labels.iter().filter(|l| &*l.name != METRIC_NAME) {
             if !first {
                 f.write_str(", ")?;
             }

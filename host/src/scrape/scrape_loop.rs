@@ -5,7 +5,7 @@
 //! report series `up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
 //! `scrape_samples_post_metric_relabeling` and `scrape_series_added`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,13 +54,31 @@ pub struct TargetState {
 /// relabeling; `None` when relabeling dropped it.
 type Cached = Option<Labels>;
 
+/// A cache entry per raw series text. `last_seen` is the number of the last
+/// scrape that exposed it, which is all staleness needs: a series seen in
+/// the previous scrape but not in this one gets a stale marker.
+struct CacheEntry {
+    labels: Cached,
+    last_seen: u64,
+    /// `last_seen` before the current scrape updated it (a failed scrape needs it).
+    seen_before: u64,
+    /// Whether `labels` is the head's own copy (see `Storage::canonical_labels`).
+    canonical: bool,
+}
+
+/// Entries unseen for this many scrapes are evicted from the cache.
+const CACHE_KEEP_SCRAPES: u64 = 10;
+
 pub struct ScrapeLoop {
     pub target: Target,
     cfg: Arc<ScrapeConfig>,
     storage: Arc<Storage>,
     client: reqwest::Client,
-    cache: HashMap<String, Cached>,
-    previous: HashSet<Labels>,
+    /// Keyed by raw series text; foldhash is several times faster than SipHash
+    /// here and still randomly seeded.
+    cache: HashMap<String, CacheEntry, foldhash::fast::RandomState>,
+    /// Number of the current scrape (the first is 2).
+    scrape_id: u64,
     pub state: Arc<Mutex<TargetState>>,
 }
 
@@ -87,8 +105,9 @@ impl ScrapeLoop {
             cfg,
             storage,
             client,
-            cache: HashMap::new(),
-            previous: HashSet::new(),
+            cache: HashMap::default(),
+            // `last_seen == 0` means "never"; ids start at 2 so 0 + 1 is no scrape.
+            scrape_id: 1,
             state: Arc::new(Mutex::new(TargetState::default())),
         }
     }
@@ -234,36 +253,54 @@ impl ScrapeLoop {
     async fn scrape_once(&mut self) {
         let started = Instant::now();
         let t = now_ms();
+        self.scrape_id += 1;
+        let id = self.scrape_id;
         let fetched = self.fetch().await;
         let mut app_samples: Vec<(Labels, i64, f64)> = Vec::new();
-        let mut seen: HashSet<Labels> = HashSet::new();
         let mut scraped = 0usize;
+        let mut added = 0usize;
         let mut metadata: HashMap<String, Metadata> = HashMap::new();
         let result = fetched.and_then(|s| {
             for entry in Parser::new(&s.body, s.format) {
                 match entry.map_err(|e| e.to_string())? {
                     Entry::Sample(sample) => {
                         scraped += 1;
-                        let labels = match self.cache.get(sample.series) {
-                            Some(c) => c.clone(),
-                            None => {
-                                let parsed = sample
-                                    .labels()
-                                    .map_err(|e| format!("series {}: {e}", sample.series))?;
-                                let c = self.series_labels(&parsed);
-                                self.cache.insert(sample.series.to_owned(), c.clone());
-                                c
-                            }
+                        if !self.cache.contains_key(sample.series) {
+                            let parsed = sample
+                                .labels()
+                                .map_err(|e| format!("series {}: {e}", sample.series))?;
+                            let labels = self.series_labels(&parsed);
+                            self.cache.insert(
+                                sample.series.to_owned(),
+                                CacheEntry {
+                                    labels,
+                                    last_seen: 0,
+                                    seen_before: 0,
+                                    canonical: false,
+                                },
+                            );
+                        }
+                        let Some(entry) = self.cache.get_mut(sample.series) else {
+                            continue;
                         };
-                        let Some(labels) = labels else { continue };
+                        if entry.last_seen == id {
+                            continue; // the same series twice in one exposition
+                        }
+                        entry.seen_before = entry.last_seen;
+                        entry.last_seen = id;
+                        let Some(labels) = &entry.labels else {
+                            continue;
+                        };
+                        if entry.seen_before + 1 != id {
+                            added += 1;
+                        }
+                        let labels = labels.clone();
                         self.check_label_limits(&labels)?;
                         let ts = match sample.timestamp_ms {
                             Some(ts) if self.cfg.honor_timestamps => ts,
                             _ => t,
                         };
-                        if seen.insert(labels.clone()) {
-                            app_samples.push((labels, ts, sample.value));
-                        }
+                        app_samples.push((labels, ts, sample.value));
                     }
                     Entry::Help { family, help } => {
                         metadata.entry(family.into_owned()).or_default().help = help.into_owned()
@@ -293,18 +330,29 @@ impl ScrapeLoop {
         };
         if result.is_err() {
             app_samples.clear();
-            seen.clear();
+            added = 0;
         }
-        let added = seen.iter().filter(|l| !self.previous.contains(*l)).count();
         let post_relabel = app_samples.len();
         let mut app = self.storage.appender();
         for (labels, ts, v) in app_samples {
             app.append(labels, ts, v);
         }
-        // Series that vanished since the last scrape (or all, if it failed) go stale.
-        for gone in self.previous.difference(&seen) {
-            app.append(gone.clone(), t, stale_nan());
+        // Stale markers: seen in the previous scrape but not this one; after a
+        // failed scrape, everything seen before (and nothing counts as seen now).
+        let failed = result.is_err();
+        for entry in self.cache.values_mut() {
+            if failed && entry.last_seen == id {
+                // Exposed by the failed scrape: not stored, so not seen.
+                entry.last_seen = entry.seen_before;
+            }
+            if entry.last_seen + 1 == id
+                && let Some(labels) = &entry.labels
+            {
+                app.append(labels.clone(), t, stale_nan());
+            }
         }
+        self.cache
+            .retain(|_, e| e.last_seen + CACHE_KEEP_SCRAPES >= id);
         for (name, value) in [
             ("up", up),
             ("scrape_duration_seconds", duration.as_secs_f64()),
@@ -317,10 +365,22 @@ impl ScrapeLoop {
         if let Err(e) = app.commit() {
             tracing::error!(target = %self.target.url, err = %e, "Cannot store scraped samples");
         }
+        // New series: keep the head's copy of their labels from now on.
+        for entry in self
+            .cache
+            .values_mut()
+            .filter(|e| !e.canonical && e.last_seen == id)
+        {
+            if let Some(labels) = &entry.labels
+                && let Some(canonical) = self.storage.canonical_labels(labels)
+            {
+                entry.labels = Some(canonical);
+                entry.canonical = true;
+            }
+        }
         if !error.is_empty() {
             tracing::debug!(target = %self.target.url, err = %error, "Scrape failed");
         }
-        self.previous = seen;
         let mut state = self.state.lock();
         state.health = if up == 1.0 { Health::Up } else { Health::Down };
         state.last_error = error;
@@ -381,8 +441,11 @@ impl ScrapeLoop {
 
     async fn mark_all_stale(&mut self, t: i64) {
         let mut app = self.storage.appender();
-        for gone in self.previous.drain() {
-            app.append(gone, t, stale_nan());
+        let id = self.scrape_id;
+        for entry in self.cache.values().filter(|e| e.last_seen == id && id > 0) {
+            if let Some(labels) = &entry.labels {
+                app.append(labels.clone(), t, stale_nan());
+            }
         }
         for name in [
             "up",

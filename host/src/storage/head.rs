@@ -7,6 +7,39 @@ use crate::model::{Labels, Matcher, Sample};
 
 use super::index::Postings;
 
+/// Hashing for maps keyed by values that are already good 64-bit hashes
+/// (label hashes, series ids): pass them through instead of hashing again.
+#[derive(Clone, Copy, Default)]
+pub struct PassThrough;
+
+#[derive(Default)]
+pub struct PassThroughHasher(u64);
+
+impl std::hash::Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are used; fold anything else in for safety.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+impl std::hash::BuildHasher for PassThrough {
+    type Hasher = PassThroughHasher;
+
+    fn build_hasher(&self) -> PassThroughHasher {
+        PassThroughHasher::default()
+    }
+}
+
 /// Why a sample was not appended, worded as Prometheus words it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
@@ -53,8 +86,11 @@ pub enum Placement {
 #[derive(Default)]
 pub struct Head {
     series: Vec<MemSeries>,
-    by_id: HashMap<u64, u32>,
-    by_hash: HashMap<u64, Vec<u32>>,
+    by_id: HashMap<u64, u32, PassThrough>,
+    /// Label hash → the series with that hash; a second series with the
+    /// same hash (a collision) goes to `collided`.
+    by_hash: HashMap<u64, u32, PassThrough>,
+    collided: HashMap<u64, Vec<u32>, PassThrough>,
     postings: Postings,
     /// Samples older than this belong to persisted blocks.
     pub min_valid_time: i64,
@@ -81,8 +117,13 @@ impl Head {
     }
 
     pub fn lookup(&self, labels: &Labels) -> Option<u32> {
-        self.by_hash
-            .get(&labels.stable_hash())?
+        let hash = labels.stable_hash();
+        let first = *self.by_hash.get(&hash)?;
+        if self.series[first as usize].labels == *labels {
+            return Some(first);
+        }
+        self.collided
+            .get(&hash)?
             .iter()
             .copied()
             .find(|&i| self.series[i as usize].labels == *labels)
@@ -151,7 +192,14 @@ impl Head {
         let labels = &self.series[idx as usize].labels;
         self.postings.add(idx, labels);
         self.by_id.insert(id, idx);
-        self.by_hash.entry(hash).or_default().push(idx);
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(idx);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.entry(hash).or_default().push(idx)
+            }
+        }
         self.live += 1;
         idx
     }
@@ -162,11 +210,21 @@ impl Head {
         self.postings.remove(idx, &s.labels);
         self.by_id.remove(&s.id);
         let hash = s.labels.stable_hash();
-        if let Some(v) = self.by_hash.get_mut(&hash) {
-            v.retain(|&i| i != idx);
-            if v.is_empty() {
-                self.by_hash.remove(&hash);
+        if self.by_hash.get(&hash) == Some(&idx) {
+            // Promote a collided series, if any, to the main map.
+            match self.collided.get_mut(&hash).and_then(|v| v.pop()) {
+                Some(next) => {
+                    self.by_hash.insert(hash, next);
+                }
+                None => {
+                    self.by_hash.remove(&hash);
+                }
             }
+        } else if let Some(v) = self.collided.get_mut(&hash) {
+            v.retain(|&i| i != idx);
+        }
+        if self.collided.get(&hash).is_some_and(Vec::is_empty) {
+            self.collided.remove(&hash);
         }
         self.free.push(idx);
         self.live -= 1;

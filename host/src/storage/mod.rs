@@ -266,6 +266,15 @@ impl Storage {
             .collect()
     }
 
+    /// The head's own copy of a label set, if the series is in the head.
+    /// Callers that keep label sets across appends (scrape caches) swap
+    /// theirs for it, so later lookups compare a pointer instead of strings.
+    pub fn canonical_labels(&self, labels: &crate::model::Labels) -> Option<crate::model::Labels> {
+        let head = self.head.read();
+        head.lookup(labels)
+            .map(|idx| head.series(idx).labels.clone())
+    }
+
     pub fn label_names(&self) -> Vec<String> {
         let mut names = self.head.read().postings().label_names();
         for b in self.blocks.read().iter() {

@@ -49,13 +49,6 @@ fn parses_real_node_exporter_output() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let url = format!("http://127.0.0.1:{port}/metrics");
     let deadline = Instant::now() + Duration::from_secs(20);
     while get(&url).is_err() {
@@ -95,24 +88,9 @@ fn parses_real_node_exporter_output() {
     }
 }
 
-fn python_has_prometheus_client() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "prometheus_client is required under CI (tests/setup.sh installs it)"
-        );
-        println!("prometheus_client not installed; skipping");
-    }
-    ok
-}
-
 #[test]
 fn parses_official_python_client_openmetrics() {
-    if !python_has_prometheus_client() {
+    if !require_python_module("prometheus_client") {
         return;
     }
     let port = free_port();
@@ -124,13 +102,6 @@ fn parses_official_python_client_openmetrics() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _guard = KillOnDrop(child);
     let url = format!("http://127.0.0.1:{port}/metrics");
     let deadline = Instant::now() + Duration::from_secs(20);

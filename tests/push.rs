@@ -23,28 +23,13 @@ fn python(code: &str) {
     );
 }
 
-fn has_client() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "prometheus_client is required under CI"
-        );
-        println!("prometheus_client not installed; skipping");
-    }
-    ok
-}
-
 fn groups(push: &str) -> serde_json::Value {
     serde_json::from_str(&get(&format!("http://{push}/api/v1/metrics")).unwrap().body).unwrap()
 }
 
 #[test]
 fn python_client_push_put_post_delete() {
-    if !has_client() {
+    if !require_python_module("prometheus_client") {
         return;
     }
     let setup = Setup::new();

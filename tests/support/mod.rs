@@ -341,3 +341,29 @@ impl TestTarget {
         }
     }
 }
+
+/// Kills a helper process (exporter, peer) when the test ends, pass or fail.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `python3` can import `module`; under CI a missing one is a failure.
+pub fn require_python_module(module: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{module} is required under CI (tests/setup.sh installs it)"
+        );
+        println!("{module} not installed; skipping");
+    }
+    ok
+}

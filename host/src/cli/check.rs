@@ -67,14 +67,7 @@ fn check_references(file: &Path, config: &Config, syntax_only: bool) -> Result<R
         return Ok(report);
     }
     let base = file.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &str| -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base.join(p)
-        }
-    };
+    let resolve = |p: &str| crate::config::resolve_path(base, p);
 
     for pattern in &config.rule_files {
         let full = resolve(pattern);

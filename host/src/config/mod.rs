@@ -345,12 +345,12 @@ impl Config {
     /// when it does not.
     pub fn not_yet_acted_on(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        let service_discovery_only = self.scrape_configs.iter().any(|c| {
+        let needs_tls_or_oauth2 = self.scrape_configs.iter().any(|c| {
             c.http_client.oauth2.is_some()
                 || !c.http_client.tls_config.ca_file.is_empty()
                 || c.http_client.tls_config.insecure_skip_verify
         });
-        if service_discovery_only {
+        if needs_tls_or_oauth2 {
             out.push("scrape_configs oauth2/tls_config (https scraping and OAuth2 are not implemented in this build)");
         }
         if !self.rule_files.is_empty() {
@@ -442,6 +442,17 @@ fn expand_with(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A path from the configuration file: relative ones are relative to the
+/// file's directory, as in Prometheus.
+pub fn resolve_path(config_dir: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        config_dir.join(p)
+    }
 }
 
 /// A URL as configuration accepts it: absolute, with an http(s) scheme and a host.

@@ -7,7 +7,7 @@
 //! removed ones stop, writing stale markers for their series.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,7 +108,7 @@ impl ScrapeManager {
         }
         for sd in &cfg.file_sd_configs {
             for pattern in &sd.files {
-                let full = resolve(&self.config_dir, pattern);
+                let full = crate::config::resolve_path(&self.config_dir, pattern);
                 let Ok(paths) = glob::glob(&full.to_string_lossy()) else {
                     continue;
                 };
@@ -254,14 +254,5 @@ impl ScrapeManager {
             .collect();
         out.sort_by(|a, b| (&a.job, &a.target.url).cmp(&(&b.job, &b.target.url)));
         out
-    }
-}
-
-fn resolve(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        base.join(p)
     }
 }

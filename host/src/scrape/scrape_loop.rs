@@ -117,9 +117,8 @@ impl ScrapeLoop {
     pub async fn run(mut self, stop: CancellationToken) {
         // Spread targets over the interval, stably per target.
         let offset = {
-            let h = self.target.labels.stable_hash()
-                ^ crate::model::Labels::from_pairs([("u", self.target.url.as_str())])
-                    .map_or(0, |l| l.stable_hash());
+            let h = xxhash_rust::xxh3::xxh3_64(self.target.url.as_bytes())
+                ^ self.target.labels.stable_hash();
             Duration::from_millis(h % self.target.interval.as_millis().max(1) as u64)
         };
         tokio::select! {

@@ -439,17 +439,6 @@ impl ChunkedSamples {
         self.chunks.retain(|c| !c.is_empty() && c.max_t() >= cut);
     }
 
-    /// Drops samples older than `cut`, re-encoding a chunk that spans it.
-    pub fn drop_before(&mut self, cut: i64) {
-        self.chunks.retain(|c| !c.is_empty() && c.max_t() >= cut);
-        if let Some(first) = self.chunks.first_mut()
-            && first.min_t() < cut
-        {
-            let kept: Vec<Sample> = first.samples().into_iter().filter(|x| x.t >= cut).collect();
-            *first = Chunk::from_samples(&kept);
-        }
-    }
-
     pub fn heap_bytes(&self) -> usize {
         self.chunks.capacity() * std::mem::size_of::<Chunk>()
             + self.chunks.iter().map(Chunk::heap_bytes).sum::<usize>()
@@ -478,9 +467,10 @@ mod run_tests {
             [98, 100, 101, 102, 104]
         );
         assert_eq!(run.len(), 501);
-        run.drop_before(500);
-        assert_eq!(run.first_t(), Some(500));
-        assert_eq!(run.len(), 250);
+        // Only whole chunks go: the chunk spanning 500 stays.
+        run.drop_chunks_before(500);
+        assert!(run.first_t().is_some_and(|t| t <= 500));
+        assert!(run.range(500, i64::MAX).len() == 250);
         assert!(run.all().windows(2).all(|w| w[0].t < w[1].t));
     }
 }

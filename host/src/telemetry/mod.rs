@@ -3,6 +3,7 @@
 pub mod logging;
 pub mod metrics;
 pub mod process;
+pub mod time;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const VERSION_LONG: &str = concat!(

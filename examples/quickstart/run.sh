@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 bash tests/setup.sh run
-cargo build --release --locked --bin ember
-exec target/release/ember \
+# cargo run finds the binary wherever the target directory is (CARGO_TARGET_DIR).
+exec cargo run --release --locked --quiet --bin ember -- \
   --config.file=config/ember.yml \
   --storage.tsdb.path=data/ \
   "$@"

@@ -27,8 +27,14 @@ pub struct Series {
 /// The result of evaluating a query.
 #[derive(Clone, Debug)]
 pub enum Value {
-    Scalar { t: i64, v: f64 },
-    String { t: i64, s: String },
+    Scalar {
+        t: i64,
+        v: f64,
+    },
+    String {
+        t: i64,
+        s: String,
+    },
     /// Instant vector. Sorted by labels unless the query ends in `sort*` or
     /// `topk`/`bottomk`, whose order is meaningful.
     Vector(Vec<Sample>),

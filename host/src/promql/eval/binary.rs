@@ -1,0 +1,360 @@
+//! Binary operators: arithmetic, comparison (filtering or `bool`) and set
+//! operators, between scalars and vectors, with Prometheus's vector
+//! matching (`on`/`ignoring`, `group_left`/`group_right`).
+
+use std::collections::{HashMap, HashSet};
+
+use super::{EvalError, Grid, SeriesData, labels_string};
+use crate::model::{Label, Labels};
+use crate::promql::value::Point;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Atan2,
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    And,
+    Or,
+    Unless,
+}
+
+impl BinOp {
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Lt | BinOp::Ge | BinOp::Le
+        )
+    }
+
+    pub fn is_set(self) -> bool {
+        matches!(self, BinOp::And | BinOp::Or | BinOp::Unless)
+    }
+
+    pub fn is_arithmetic(self) -> bool {
+        !self.is_comparison() && !self.is_set()
+    }
+
+    /// The value and whether a comparison keeps the element.
+    pub fn apply(self, l: f64, r: f64) -> (f64, bool) {
+        use BinOp::*;
+        match self {
+            Add => (l + r, true),
+            Sub => (l - r, true),
+            Mul => (l * r, true),
+            Div => (l / r, true),
+            Mod => (l % r, true),
+            Pow => (l.powf(r), true),
+            Atan2 => (l.atan2(r), true),
+            Eq => (l, l == r),
+            Ne => (l, l != r),
+            Gt => (l, l > r),
+            Lt => (l, l < r),
+            Ge => (l, l >= r),
+            Le => (l, l <= r),
+            And | Or | Unless => (l, true),
+        }
+    }
+}
+
+/// Vector matching from `on`/`ignoring` and `group_left`/`group_right`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Matching {
+    pub card: Card,
+    /// `on(...)` rather than `ignoring(...)`.
+    pub on: bool,
+    pub labels: Vec<String>,
+    /// Labels copied from the "one" side (`group_left(...)`).
+    pub include: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Card {
+    #[default]
+    OneToOne,
+    ManyToOne,
+    OneToMany,
+    ManyToMany,
+}
+
+impl Matching {
+    /// The labels two series must share to match.
+    fn signature(&self, l: &Labels) -> Labels {
+        Labels::from_pairs(
+            l.iter()
+                .filter(|x| self.keeps(x))
+                .map(|x| (x.name.clone(), x.value.clone())),
+        )
+        .unwrap_or_default()
+    }
+
+    fn keeps(&self, x: &Label) -> bool {
+        let listed = self.labels.iter().any(|n| n == &*x.name);
+        if self.on {
+            listed
+        } else {
+            !listed && &*x.name != "__name__"
+        }
+    }
+}
+
+/// An operand: a scalar (one value per step) or a vector.
+pub enum Operand {
+    Scalar(Vec<f64>),
+    Vector(Vec<SeriesData>),
+}
+
+pub fn eval(
+    op: BinOp,
+    return_bool: bool,
+    matching: &Matching,
+    lhs: Operand,
+    rhs: Operand,
+    grid: Grid,
+) -> Result<Vec<SeriesData>, EvalError> {
+    match (lhs, rhs) {
+        (Operand::Scalar(l), Operand::Scalar(r)) => {
+            let points = grid
+                .times()
+                .zip(l.iter().zip(&r))
+                .map(|(t, (&a, &b))| {
+                    let (v, keep) = op.apply(a, b);
+                    let v = if op.is_comparison() {
+                        f64::from(u8::from(keep))
+                    } else {
+                        v
+                    };
+                    Point { t, v }
+                })
+                .collect();
+            Ok(vec![SeriesData::new(Labels::default(), points)])
+        }
+        (Operand::Vector(v), Operand::Scalar(s)) => {
+            Ok(vector_scalar(op, return_bool, v, &s, false, grid))
+        }
+        (Operand::Scalar(s), Operand::Vector(v)) => {
+            Ok(vector_scalar(op, return_bool, v, &s, true, grid))
+        }
+        (Operand::Vector(l), Operand::Vector(r)) => {
+            if op.is_set() {
+                Ok(set_op(op, matching, l, r, grid))
+            } else {
+                vector_vector(op, return_bool, matching, l, r, grid)
+            }
+        }
+    }
+}
+
+fn vector_scalar(
+    op: BinOp,
+    return_bool: bool,
+    input: Vec<SeriesData>,
+    scalar: &[f64],
+    scalar_on_left: bool,
+    grid: Grid,
+) -> Vec<SeriesData> {
+    input
+        .into_iter()
+        .filter_map(|mut s| {
+            s.points = s
+                .points
+                .iter()
+                .filter_map(|p| {
+                    let sv = grid
+                        .index(p.t)
+                        .and_then(|i| scalar.get(i))
+                        .copied()
+                        .unwrap_or(f64::NAN);
+                    let (l, r) = if scalar_on_left { (sv, p.v) } else { (p.v, sv) };
+                    let (mut v, keep) = op.apply(l, r);
+                    if op.is_comparison() && scalar_on_left {
+                        v = p.v; // a comparison always yields the vector's value
+                    }
+                    if return_bool {
+                        return Some(Point {
+                            t: p.t,
+                            v: f64::from(u8::from(keep)),
+                        });
+                    }
+                    keep.then_some(Point { t: p.t, v })
+                })
+                .collect();
+            if op.is_arithmetic() || return_bool {
+                s.drop_name = true;
+            }
+            (!s.points.is_empty()).then_some(s)
+        })
+        .collect()
+}
+
+/// Points of every series keyed by step, for per-step matching.
+fn by_step(series: &[SeriesData], grid: Grid) -> Vec<Vec<(usize, f64)>> {
+    let mut steps = vec![Vec::new(); grid.len()];
+    for (si, s) in series.iter().enumerate() {
+        for p in &s.points {
+            if let Some(i) = grid.index(p.t) {
+                steps[i].push((si, p.v));
+            }
+        }
+    }
+    steps
+}
+
+fn set_op(
+    op: BinOp,
+    matching: &Matching,
+    lhs: Vec<SeriesData>,
+    rhs: Vec<SeriesData>,
+    grid: Grid,
+) -> Vec<SeriesData> {
+    let lsig: Vec<Labels> = lhs.iter().map(|s| matching.signature(&s.labels)).collect();
+    let rsig: Vec<Labels> = rhs.iter().map(|s| matching.signature(&s.labels)).collect();
+    let (lsteps, rsteps) = (by_step(&lhs, grid), by_step(&rhs, grid));
+    let mut lkeep: Vec<Vec<Point>> = vec![Vec::new(); lhs.len()];
+    let mut rkeep: Vec<Vec<Point>> = vec![Vec::new(); rhs.len()];
+    for i in 0..grid.len() {
+        let t = grid.time(i);
+        match op {
+            BinOp::And | BinOp::Unless => {
+                let present: HashSet<&Labels> =
+                    rsteps[i].iter().map(|(si, _)| &rsig[*si]).collect();
+                for &(si, v) in &lsteps[i] {
+                    if present.contains(&lsig[si]) == (op == BinOp::And) {
+                        lkeep[si].push(Point { t, v });
+                    }
+                }
+            }
+            _ => {
+                let present: HashSet<&Labels> =
+                    lsteps[i].iter().map(|(si, _)| &lsig[*si]).collect();
+                for &(si, v) in &lsteps[i] {
+                    lkeep[si].push(Point { t, v });
+                }
+                for &(si, v) in &rsteps[i] {
+                    if !present.contains(&rsig[si]) {
+                        rkeep[si].push(Point { t, v });
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (mut s, points) in lhs.into_iter().zip(lkeep).chain(rhs.into_iter().zip(rkeep)) {
+        if !points.is_empty() {
+            s.points = points;
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn vector_vector(
+    op: BinOp,
+    return_bool: bool,
+    matching: &Matching,
+    lhs: Vec<SeriesData>,
+    rhs: Vec<SeriesData>,
+    grid: Grid,
+) -> Result<Vec<SeriesData>, EvalError> {
+    // The "many" side goes first; group_right swaps the operands.
+    let swapped = matching.card == Card::OneToMany;
+    let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    let msig: Vec<Labels> = many.iter().map(|s| matching.signature(&s.labels)).collect();
+    let osig: Vec<Labels> = one.iter().map(|s| matching.signature(&s.labels)).collect();
+    let (msteps, osteps) = (by_step(&many, grid), by_step(&one, grid));
+
+    // Output series by result labels; points appended step by step.
+    let mut out: Vec<SeriesData> = Vec::new();
+    let mut out_index: HashMap<Labels, usize> = HashMap::new();
+    let mut result_labels: HashMap<(usize, usize), Labels> = HashMap::new();
+    for i in 0..grid.len() {
+        let t = grid.time(i);
+        let mut one_by_sig: HashMap<&Labels, (usize, f64)> = HashMap::new();
+        for &(si, v) in &osteps[i] {
+            if let Some(&(prev, _)) = one_by_sig.get(&osig[si]) {
+                let side = if swapped { "left" } else { "right" };
+                let matched = matching_labels_string(matching, &one[si].labels);
+                return Err(EvalError(format!(
+                    "found duplicate series for the match group {matched} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    labels_string(&one[si].labels),
+                    labels_string(&one[prev].labels)
+                )));
+            }
+            one_by_sig.insert(&osig[si], (si, v));
+        }
+        let mut matched: HashMap<&Labels, HashSet<Labels>> = HashMap::new();
+        for &(mi, mv) in &msteps[i] {
+            let Some(&(oi, ov)) = one_by_sig.get(&msig[mi]) else {
+                continue;
+            };
+            let (l, r) = if swapped { (ov, mv) } else { (mv, ov) };
+            let (mut v, keep) = op.apply(l, r);
+            if return_bool {
+                v = f64::from(u8::from(keep));
+            } else if !keep {
+                continue;
+            }
+            let labels = result_labels
+                .entry((mi, oi))
+                .or_insert_with(|| result_metric(&many[mi].labels, &one[oi].labels, matching))
+                .clone();
+            let seen = matched.entry(&msig[mi]).or_default();
+            if matching.card == Card::OneToOne {
+                if !seen.is_empty() {
+                    return Err(EvalError(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    ));
+                }
+            } else if seen.contains(&labels) {
+                return Err(EvalError(
+                    "multiple matches for labels: grouping labels must ensure unique matches"
+                        .into(),
+                ));
+            }
+            seen.insert(labels.clone());
+            let drop_name = many[mi].drop_name || op.is_arithmetic() || return_bool;
+            let idx = *out_index.entry(labels.clone()).or_insert_with(|| {
+                out.push(SeriesData {
+                    labels,
+                    drop_name,
+                    points: Vec::new(),
+                });
+                out.len() - 1
+            });
+            out[idx].points.push(Point { t, v });
+        }
+    }
+    Ok(out)
+}
+
+fn matching_labels_string(matching: &Matching, l: &Labels) -> String {
+    labels_string(&matching.signature(l))
+}
+
+fn result_metric(many: &Labels, one: &Labels, matching: &Matching) -> Labels {
+    let mut pairs: Vec<(String, String)> = many
+        .iter()
+        .filter(|x| match matching.card {
+            Card::OneToOne if matching.on => matching.labels.iter().any(|n| n == &*x.name),
+            Card::OneToOne => !matching.labels.iter().any(|n| n == &*x.name),
+            _ => true,
+        })
+        .map(|x| (x.name.to_string(), x.value.to_string()))
+        .collect();
+    for name in &matching.include {
+        pairs.retain(|(n, _)| n != name);
+        if let Some(v) = one.get(name) {
+            pairs.push((name.clone(), v.to_owned()));
+        }
+    }
+    Labels::from_pairs(pairs).unwrap_or_default()
+}

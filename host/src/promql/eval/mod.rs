@@ -1,0 +1,103 @@
+//! Native evaluation of PromQL operators: the code behind each plan node.
+//! Everything here works on [`SeriesData`], one series' points sorted by
+//! time, which is what a batch of the plan carries.
+
+pub mod aggregate;
+pub mod binary;
+pub mod functions;
+pub mod grid;
+pub mod kahan;
+pub mod range_fn;
+pub mod selector;
+
+use crate::model::Labels;
+use crate::promql::value::Point;
+
+pub use grid::Grid;
+
+/// One series flowing between operators: its labels, whether its metric
+/// name is to be dropped when the query finishes (Prometheus 3's delayed
+/// `__name__` removal), and its points sorted by time.
+#[derive(Clone, Debug)]
+pub struct SeriesData {
+    pub labels: Labels,
+    pub drop_name: bool,
+    pub points: Vec<Point>,
+}
+
+impl SeriesData {
+    pub fn new(labels: Labels, points: Vec<Point>) -> SeriesData {
+        SeriesData {
+            labels,
+            drop_name: false,
+            points,
+        }
+    }
+}
+
+/// An error while evaluating: shown to the user as an `execution` error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct EvalError(pub String);
+
+/// Annotations collected while evaluating (`PromQL warning: ...`).
+#[derive(Debug, Default)]
+pub struct Annotations {
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+impl Annotations {
+    pub fn warn(&mut self, msg: String) {
+        let msg = format!("PromQL warning: {msg}");
+        if !self.warnings.contains(&msg) {
+            self.warnings.push(msg);
+        }
+    }
+
+    pub fn info(&mut self, msg: String) {
+        let msg = format!("PromQL info: {msg}");
+        if !self.infos.contains(&msg) {
+            self.infos.push(msg);
+        }
+    }
+}
+
+/// Labels without `__name__`.
+pub fn drop_metric_name(labels: &Labels) -> Labels {
+    if labels.get("__name__").is_none() {
+        return labels.clone();
+    }
+    Labels::from_pairs(
+        labels
+            .iter()
+            .filter(|l| &*l.name != "__name__")
+            .map(|l| (l.name.clone(), l.value.clone())),
+    )
+    .unwrap_or_default()
+}
+
+/// Labels with `name` set to `value` (removed when `value` is empty).
+pub fn with_label(labels: &Labels, name: &str, value: &str) -> Labels {
+    let pairs = labels
+        .iter()
+        .filter(|l| &*l.name != name)
+        .map(|l| (l.name.to_string(), l.value.to_string()))
+        .chain(std::iter::once((name.to_owned(), value.to_owned())));
+    Labels::from_pairs(pairs).unwrap_or_default()
+}
+
+/// Formats labels as `{a="b", c="d"}` the way Prometheus's errors show them.
+pub fn labels_string(labels: &Labels) -> String {
+    let mut out = String::from("{");
+    for (i, l) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&l.name);
+        out.push('=');
+        out.push_str(&format!("{:?}", &*l.value));
+    }
+    out.push('}');
+    out
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::functions::Arg;
 use super::kahan::{KahanMean, KahanSum};
 use super::range_fn::quantile;
-use super::{Annotations, EvalError, Grid, SeriesData, drop_metric_name};
+use super::{Annotations, EvalError, Grid, SeriesData};
 use crate::model::{Label, Labels};
 use crate::promql::value::Point;
 
@@ -98,13 +98,18 @@ pub fn eval(
     let mut group_of: HashMap<Labels, usize> = HashMap::new();
     let mut groups: Vec<Labels> = Vec::new();
     let mut member: Vec<usize> = Vec::with_capacity(input.len());
+    // A group keeps a metric name marked for removal if any member's was
+    // (delayed name removal: names go only when the query finishes).
+    let mut group_drops_name: Vec<bool> = Vec::new();
     for s in &input {
         let key = grouping.key(s);
         let next = groups.len();
         let g = *group_of.entry(key.clone()).or_insert_with(|| {
             groups.push(key);
+            group_drops_name.push(false);
             next
         });
+        group_drops_name[g] |= s.drop_name;
         member.push(g);
     }
     let scalar_param = |i: usize| -> f64 {
@@ -193,7 +198,11 @@ pub fn eval(
             points.push(Point { t: grid.time(i), v });
         }
         if !points.is_empty() {
-            out.push(SeriesData::new(labels, points));
+            out.push(SeriesData {
+                labels,
+                drop_name: group_drops_name[g],
+                points,
+            });
         }
     }
     Ok(out)
@@ -339,6 +348,5 @@ fn select_series(
     // Groups in order, then rank inside the group: the order an instant
     // topk query shows.
     out.sort_by_key(|(g, pos, _)| (*g, *pos));
-    let _ = drop_metric_name;
     Ok(out.into_iter().map(|(_, _, s)| s).collect())
 }

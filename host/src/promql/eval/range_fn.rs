@@ -128,14 +128,12 @@ impl RangeFunc {
                 k.value()
             }
             CountOverTime => s.len() as f64,
-            MinOverTime => {
-                s.iter()
-                    .fold(f64::NAN, |m, p| if p.v < m || m.is_nan() { p.v } else { m })
-            }
-            MaxOverTime => {
-                s.iter()
-                    .fold(f64::NAN, |m, p| if p.v > m || m.is_nan() { p.v } else { m })
-            }
+            MinOverTime => s
+                .iter()
+                .fold(f64::NAN, |m, p| if p.v < m || m.is_nan() { p.v } else { m }),
+            MaxOverTime => s
+                .iter()
+                .fold(f64::NAN, |m, p| if p.v > m || m.is_nan() { p.v } else { m }),
             LastOverTime => last.v,
             FirstOverTime => s[0].v,
             PresentOverTime | AbsentOverTime => 1.0,

@@ -31,6 +31,7 @@ type ReloadReply = oneshot::Sender<Result<(), String>>;
 pub struct Control {
     ready: AtomicBool,
     storage: std::sync::OnceLock<Arc<Storage>>,
+    engine: std::sync::OnceLock<crate::promql::Engine>,
     scraper: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
     replay: parking_lot::Mutex<ReplayProgress>,
     reload_tx: mpsc::Sender<ReloadReply>,
@@ -70,6 +71,11 @@ impl Control {
     /// The store, once WAL replay has finished.
     pub fn storage(&self) -> Option<&Arc<Storage>> {
         self.storage.get()
+    }
+
+    /// The PromQL engine over the store, once WAL replay has finished.
+    pub fn engine(&self) -> Option<&crate::promql::Engine> {
+        self.engine.get()
     }
 
     /// The scrape manager, once the server is running.
@@ -202,6 +208,7 @@ async fn serve(
     let control = Arc::new(Control {
         ready: AtomicBool::new(false),
         storage: std::sync::OnceLock::new(),
+        engine: std::sync::OnceLock::new(),
         scraper: std::sync::OnceLock::new(),
         replay: parking_lot::Mutex::new(ReplayProgress::default()),
         reload_tx,
@@ -218,6 +225,7 @@ async fn serve(
         enable_lifecycle: flags.enable_lifecycle,
         enable_remote_write_receiver: flags.enable_remote_write_receiver,
         route_prefix: route_prefix.clone(),
+        info: Arc::new(web::ServerInfo::new(&flags)),
         push: crate::push::http::PushState {
             store: push_store.clone(),
         },
@@ -272,6 +280,14 @@ async fn serve(
     };
     let storage = Arc::new(storage);
     let _ = control.storage.set(storage.clone());
+    let _ = control.engine.set(crate::promql::Engine::new(
+        storage.clone(),
+        crate::promql::EngineOptions {
+            lookback_delta_ms: flags.query_lookback_delta.as_millis() as i64,
+            timeout: flags.query_timeout.into(),
+            max_samples: usize::try_from(flags.query_max_samples).unwrap_or(usize::MAX),
+        },
+    ));
     let maintenance = tokio::spawn(storage_maintenance(
         storage.clone(),
         control.shutdown.clone(),
@@ -396,13 +412,6 @@ fn warn_unimplemented(flags: &ServerFlags, config: &Config) {
         flags.enable_admin_api,
         "--web.enable-admin-api (no admin endpoints in this build)",
     )];
-    let query_flags_changed = flags.query_timeout != crate::config::PromDuration::from_secs(120)
-        || flags.query_max_samples != 50_000_000
-        || flags.query_lookback_delta != crate::config::PromDuration::from_secs(300);
-    let flag_notes = flag_notes.into_iter().chain([(
-        query_flags_changed,
-        "--query.* (no query engine in this build)",
-    )]);
     for (set, what) in flag_notes {
         if set {
             warn!(flag = what, "Flag accepted but not acted on yet");

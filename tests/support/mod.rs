@@ -214,6 +214,37 @@ pub fn post(url: &str) -> Result<Response, ureq::Error> {
     into_response(agent().post(url).send_empty())
 }
 
+/// POSTs an `application/x-www-form-urlencoded` body (already encoded).
+pub fn post_form(url: &str, body: &str) -> Result<Response, ureq::Error> {
+    into_response(
+        agent()
+            .post(url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .send(body),
+    )
+}
+
+/// Percent-encodes a query parameter value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// GETs `url` and parses the body as JSON; returns the status too.
+pub fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = get(url).expect("GET");
+    let v = serde_json::from_str(&r.body)
+        .unwrap_or_else(|e| panic!("{url}: body is not JSON ({e}): {}", r.body));
+    (r.status, v)
+}
+
 pub fn put(url: &str) -> Result<Response, ureq::Error> {
     into_response(agent().put(url).send_empty())
 }

@@ -248,6 +248,56 @@ impl ServerFlags {
 }
 
 impl ServerFlags {
+    /// Every server flag by its long name with its value in force, as
+    /// `/api/v1/status/flags` lists them (unset optional flags are "").
+    pub fn flag_map(&self) -> std::collections::BTreeMap<String, String> {
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        let pairs: [(&str, String); 18] = [
+            ("config.file", self.config_file.display().to_string()),
+            ("storage.tsdb.path", self.storage_path.display().to_string()),
+            (
+                "storage.tsdb.retention.time",
+                opt(self.retention_time.map(|d| d.to_string())),
+            ),
+            (
+                "storage.tsdb.retention.size",
+                opt(self.retention_size.map(|b| format!("{b}B"))),
+            ),
+            (
+                "storage.tsdb.min-block-duration",
+                self.min_block_duration.to_string(),
+            ),
+            (
+                "storage.tsdb.max-block-duration",
+                self.effective_max_block_duration().to_string(),
+            ),
+            ("web.listen-address", self.listen_address.clone()),
+            ("push.listen-address", self.push_listen_address.clone()),
+            ("web.external-url", opt(self.external_url.clone())),
+            ("web.route-prefix", opt(self.route_prefix.clone())),
+            ("web.enable-lifecycle", self.enable_lifecycle.to_string()),
+            ("web.enable-admin-api", self.enable_admin_api.to_string()),
+            (
+                "web.enable-remote-write-receiver",
+                self.enable_remote_write_receiver.to_string(),
+            ),
+            ("query.timeout", self.query_timeout.to_string()),
+            ("query.max-samples", self.query_max_samples.to_string()),
+            (
+                "query.lookback-delta",
+                self.query_lookback_delta.to_string(),
+            ),
+            ("log.level", format!("{:?}", self.log_level).to_lowercase()),
+            (
+                "log.format",
+                format!("{:?}", self.log_format).to_lowercase(),
+            ),
+        ];
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+}
+
+impl ServerFlags {
     /// The longest block compaction may build, as Prometheus derives it.
     pub fn effective_max_block_duration(&self) -> PromDuration {
         if let Some(d) = self.max_block_duration {

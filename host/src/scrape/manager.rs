@@ -239,6 +239,18 @@ impl ScrapeManager {
         }
     }
 
+    /// Targets that relabeling dropped, per job (discovered labels), for the
+    /// targets API; jobs are sorted by name.
+    pub fn dropped_targets(&self) -> Vec<(String, Vec<LabelMap>)> {
+        let pools = self.pools.lock();
+        let mut out: Vec<(String, Vec<LabelMap>)> = pools
+            .iter()
+            .map(|(job, p)| (job.clone(), p.dropped.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Every active target with its current state.
     pub fn targets(&self) -> Vec<TargetView> {
         let pools = self.pools.lock();

@@ -1,8 +1,12 @@
 //! The HTTP server on `--web.listen-address`: lifecycle endpoints, `/metrics`,
 //! and (with later issues) the Prometheus API and the UI.
 
+pub mod api;
 mod instrument;
 mod lifecycle;
+mod metadata_api;
+mod query_api;
+mod status_api;
 
 use std::sync::Arc;
 
@@ -21,16 +25,75 @@ pub struct AppState {
     pub enable_lifecycle: bool,
     pub enable_remote_write_receiver: bool,
     pub route_prefix: String,
+    pub info: Arc<ServerInfo>,
     pub push: crate::push::http::PushState,
+}
+
+/// Facts about this process for the status endpoints, fixed at start-up.
+#[derive(Debug, Default)]
+pub struct ServerInfo {
+    /// Every flag by long name, for `/api/v1/status/flags`.
+    pub flags: std::collections::BTreeMap<String, String>,
+    pub start_ms: i64,
+    pub cwd: String,
+    pub hostname: String,
+    /// `15d`, `512MiB` or `15d or 512MiB`, as Prometheus's runtime info shows it.
+    pub storage_retention: String,
+}
+
+impl ServerInfo {
+    pub fn new(flags: &crate::cli::ServerFlags) -> ServerInfo {
+        let mut retention = Vec::new();
+        if let Some(t) = flags.effective_retention_time() {
+            retention.push(t.to_string());
+        }
+        if let Some(b) = flags.retention_size.filter(|b| *b > 0) {
+            retention.push(base2_bytes(b));
+        }
+        ServerInfo {
+            flags: flags.flag_map(),
+            start_ms: api::now_ms(),
+            cwd: std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+            storage_retention: retention.join(" or "),
+        }
+    }
+}
+
+/// Bytes in the largest binary unit that divides them (`512MiB`).
+fn base2_bytes(b: u64) -> String {
+    const UNITS: [&str; 6] = ["EiB", "PiB", "TiB", "GiB", "MiB", "KiB"];
+    for (i, unit) in UNITS.iter().enumerate() {
+        let size = 1u64 << (10 * (6 - i));
+        if b >= size && b.is_multiple_of(size) {
+            return format!("{}{unit}", b / size);
+        }
+    }
+    format!("{b}B")
 }
 
 /// Builds the router, mounted under the route prefix as Prometheus mounts it.
 pub fn router(state: AppState) -> Router {
+    // Prometheus's API answers 503 until it is ready; only the WAL replay
+    // status (how a client watches start-up) is served before that.
+    let api_v1 = Router::new()
+        .route("/api/v1/status/tsdb", get(tsdb_status))
+        .merge(query_api::routes())
+        .merge(metadata_api::routes())
+        .merge(status_api::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::require_ready,
+        ));
     let routes = Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/api/v1/status/walreplay", get(wal_replay))
-        .route("/api/v1/status/tsdb", get(tsdb_status))
+        .merge(api_v1)
         .route(
             "/api/v1/write",
             axum::routing::post(remote_write).layer(axum::extract::DefaultBodyLimit::max(
@@ -117,6 +180,16 @@ async fn remote_write(
             format!("remote write task failed: {err}"),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retention_sizes() {
+        assert_eq!(super::base2_bytes(512 << 20), "512MiB");
+        assert_eq!(super::base2_bytes(10 << 30), "10GiB");
+        assert_eq!(super::base2_bytes(1000), "1000B");
     }
 }
 

@@ -203,6 +203,7 @@ async fn serve(
             .map(|d| d.as_millis() as i64),
         retention_bytes: flags.retention_size.filter(|s| *s > 0),
     };
+    let evaluation_interval_ms = config.global.evaluation_interval.as_millis() as i64;
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(8);
     let control = Arc::new(Control {
@@ -286,6 +287,9 @@ async fn serve(
             lookback_delta_ms: flags.query_lookback_delta.as_millis() as i64,
             timeout: flags.query_timeout.into(),
             max_samples: usize::try_from(flags.query_max_samples).unwrap_or(usize::MAX),
+            // Subqueries without a step use the global evaluation interval,
+            // as in Prometheus (fixed at start-up there too).
+            default_subquery_step_ms: evaluation_interval_ms,
         },
     ));
     let maintenance = tokio::spawn(storage_maintenance(

@@ -285,6 +285,37 @@ fn series_labels_and_values() {
     assert_eq!((code, &v["data"]), (200, &json!([])), "never null");
 }
 
+/// promtool 2.42 (Debian `prometheus`) as a real API client.
+#[test]
+fn promtool_queries_series_and_labels() {
+    if !require_program("promtool", "prometheus") {
+        return;
+    }
+    let f = start();
+    let server = f.ember.url("");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("promtool")
+            .args(["query"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "promtool query {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let labels = run(&["labels", &server, "job"]);
+    for want in ["api", "demo", "node"] {
+        assert!(labels.lines().any(|l| l == want), "{labels}");
+    }
+    let series = run(&["series", "--match=http_requests_total", &server]);
+    assert_eq!(series.lines().count(), 2, "{series}");
+    assert!(series.contains("method=\"POST\""), "{series}");
+}
+
 #[test]
 fn metadata_and_targets() {
     let f = start();

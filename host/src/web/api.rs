@@ -124,12 +124,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "status": "error",
-            "errorType": self.kind,
-            "error": self.message,
-        });
-        json_response(self.status, body.to_string())
+        // Written by hand to keep Prometheus's key order.
+        let body = format!(
+            r#"{{"status":"error","errorType":{},"error":{}}}"#,
+            serde_json::Value::from(self.kind),
+            serde_json::Value::from(self.message),
+        );
+        json_response(self.status, body)
     }
 }
 

@@ -2,9 +2,6 @@
 //! `/api/v1/parse_query` against the real binary: parameter validation,
 //! error types, codes and messages, and the JSON envelope, as in
 //! Prometheus 3. Data is loaded through the remote-write receiver.
-//!
-//! Tests marked `#[ignore = "needs the PromQL engine"]` check query
-//! results and run once the engine (issue 5) evaluates queries.
 
 mod support;
 
@@ -316,7 +313,6 @@ fn format_and_parse_query() {
 }
 
 #[test]
-#[ignore = "needs the PromQL engine"]
 fn grafana_health_check_scalar() {
     let (_setup, ember) = start();
     // Grafana's data-source health check, byte for byte.
@@ -331,7 +327,6 @@ fn grafana_health_check_scalar() {
 }
 
 #[test]
-#[ignore = "needs the PromQL engine"]
 fn string_literal() {
     let (_setup, ember) = start();
     let r = get(&ember.url(&format!("/api/v1/query?time=10&query={}", enc("\"hello\"")))).unwrap();
@@ -342,7 +337,6 @@ fn string_literal() {
 }
 
 #[test]
-#[ignore = "needs the PromQL engine"]
 fn instant_vector_limit_and_stats() {
     let (_setup, ember) = start();
     let r = get(&ember.url("/api/v1/query?query=up&time=300")).unwrap();
@@ -371,7 +365,6 @@ fn instant_vector_limit_and_stats() {
 }
 
 #[test]
-#[ignore = "needs the PromQL engine"]
 fn range_query_matrix() {
     let (_setup, ember) = start();
     let (code, v) = get_json(&ember.url(&format!(
@@ -403,7 +396,6 @@ fn range_query_matrix() {
 }
 
 #[test]
-#[ignore = "needs the PromQL engine"]
 fn engine_errors() {
     let (_setup, ember) = start();
     let (code, v) = get_json(&ember.url(&format!("/api/v1/query?query={}", enc("sum(up"))));

@@ -1015,7 +1015,7 @@ fn parse_times(s: &str) -> PResult<usize> {
     let n: usize = n
         .parse()
         .map_err(|_| format!("repeat count {n:?} too large"))?;
-    if n > 10_000_000 {
+    if n > 1_000_000 {
         return Err(format!("repeat count {n} too large"));
     }
     Ok(n)
@@ -1329,6 +1329,72 @@ clear
             matches!(&items[2], Item::Eval(e) if matches!(&e.fail, Some(TextMatch::Exact(m)) if m == "boom"))
         );
         assert!(matches!(items[3], Item::Clear));
+    }
+
+    #[test]
+    fn odd_input_never_panics() {
+        let odd = [
+            "",
+            "\n\n",
+            "load",
+            "load 0",
+            "load -1m",
+            "load 1m\n  {",
+            "load 1m\n  a{b=\"\\",
+            "load 1m\n  a 1e",
+            "load 1m\n  a {{",
+            "load 1m\n  a }}{{",
+            "load 1m\n  a 1+1x99999999999999999999",
+            "load 1m\n  @st",
+            "load 1m\n  a@st",
+            "eval",
+            "eval instant",
+            "eval instant at",
+            "eval instant at 1m",
+            "eval range from",
+            "eval range from 1m to",
+            "eval range from 0 to 1m step 0 a",
+            "eval_bogus instant at 0 a",
+            "eval instant at 0 a\n  expect",
+            "eval instant at 0 a\n  expect fail regex: (",
+            "eval instant at 0 a\n  expect string",
+            "eval instant at 0 a\n  expect string \"x",
+            "eval instant at 0 a\n  expect range vector from",
+            "eval instant at 0 a\n  expected_fail_message x",
+            "eval instant at 999999999999999999y a",
+            "clear x",
+            "\u{feff}load 1m",
+            "load 1m\n  a{\"\\u{d800}\"} 1",
+            "load 1m\n  a{b=\"\\ud800\"} 1",
+        ];
+        for text in odd {
+            let _ = parse_script(text);
+        }
+        // Every prefix of a realistic script, too.
+        let script = "load 1m\n  a{b=\"c\"} 1+2x3 _ stale {{count:1}}x2\n\neval range from 0 to 2m step 1m a\n  expect warn msg: x\n  a{b=\"c\"} 1 3 5\n";
+        for end in (0..=script.len()).filter(|&i| script.is_char_boundary(i)) {
+            let _ = parse_script(&script[..end]);
+        }
+    }
+
+    /// Every construct Prometheus's scripts use parses (when they are there).
+    #[test]
+    fn shared_scripts_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/promqltest");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "test") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for item in parse_script(&text) {
+                    if let Item::Error { line, message } = item {
+                        panic!("{}:{line}: {message}", path.display());
+                    }
+                }
+            }
+        }
     }
 
     #[test]

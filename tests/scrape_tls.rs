@@ -263,6 +263,18 @@ fn https_scrapes_follow_tls_config() {
     named.wait_hits(4);
     mtls.wait_hits(2);
     assert_eq!(*mtls.authorization.lock().unwrap(), "Bearer s3cret");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ember
+        .logs()
+        .lines()
+        .any(|l| l.contains("Scrape failed") && l.contains(rotated.addr.as_str()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no failed scrape with the wrong CA"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(rotated.hits(), 0, "the wrong CA is refused");
     assert_eq!(old.hits(), 0, "an expired certificate is refused");
 
@@ -279,6 +291,10 @@ fn https_scrapes_follow_tls_config() {
     ember.signal(libc::SIGTERM);
     ember.wait_exit(Duration::from_secs(20));
     let logs = ember.logs();
+    assert!(
+        !logs.contains("level=ERROR"),
+        "a failed scrape is not an error-level log:\n{logs}"
+    );
 
     for job in [
         "right_ca",

@@ -171,6 +171,51 @@ impl TlsTarget {
     }
 }
 
+/// A minimal HTTP CONNECT proxy; counts the tunnels it opened.
+fn start_connect_proxy() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let tunnels = Arc::new(AtomicUsize::new(0));
+    let t = tunnels.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let t = t.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut byte = [0u8; 1];
+                while !req.ends_with(b"\r\n\r\n") {
+                    match client.read(&mut byte) {
+                        Ok(1) => req.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).into_owned();
+                let Some(dest) = text
+                    .strip_prefix("CONNECT ")
+                    .and_then(|r| r.split(' ').next())
+                else {
+                    return;
+                };
+                let Ok(upstream) = std::net::TcpStream::connect(dest) else {
+                    return;
+                };
+                t.fetch_add(1, Ordering::SeqCst);
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (mut c1, mut u1) = (client, upstream);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut c1, &mut u1);
+                let _ = u1.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (addr, tunnels)
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -215,6 +260,7 @@ fn https_scrapes_follow_tls_config() {
     let mtls = TlsTarget::start(&by_ip, Some(&ca));
     let old = TlsTarget::start(&expired, None);
     let rotated = TlsTarget::start(&by_ip, None);
+    let (proxy, tunnels) = start_connect_proxy();
 
     let setup = Setup::new();
     let dir = setup.path();
@@ -253,13 +299,20 @@ fn https_scrapes_follow_tls_config() {
         job("expired", &old, "ca_file: ca.pem"),
         job("tls13_only", &plain, "ca_file: ca.pem, min_version: TLS13"),
         job("rotated", &rotated, "ca_file: rotating-ca.pem"),
+        job("via_proxy", &plain, "ca_file: ca.pem") + &format!("    proxy_url: http://{proxy}\n"),
     ]
     .concat();
     setup.write_config(&config);
-    let mut ember = setup.start(&["--log.level=debug"]);
+    // As in Prometheus, proxy environment variables are ignored.
+    let mut ember = setup.start_with(&["--log.level=debug"], |cmd| {
+        cmd.env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("ALL_PROXY", "http://127.0.0.1:9");
+    });
     ember.wait_ready();
 
-    plain.wait_hits(4);
+    plain.wait_hits(6);
+    assert!(tunnels.load(Ordering::SeqCst) > 0, "proxy_url is used");
     named.wait_hits(4);
     mtls.wait_hits(2);
     assert_eq!(*mtls.authorization.lock().unwrap(), "Bearer s3cret");
@@ -302,6 +355,7 @@ fn https_scrapes_follow_tls_config() {
         "insecure",
         "client_cert",
         "tls13_only",
+        "via_proxy",
     ] {
         let up = up_values(&setup, job);
         assert!(

@@ -71,7 +71,11 @@ fn client_for(cfg: &ScrapeConfig, tls_files: &TlsFiles) -> Result<reqwest::Clien
             reqwest::redirect::Policy::none()
         })
         .user_agent(concat!("Ember/", env!("CARGO_PKG_VERSION")));
-    if !http.proxy_url.is_empty() {
+    if http.proxy_url.is_empty() {
+        // Prometheus ignores HTTP_PROXY/HTTPS_PROXY unless configured to use
+        // them; reqwest would read them by default.
+        b = b.no_proxy();
+    } else {
         b = b.proxy(reqwest::Proxy::all(&http.proxy_url).map_err(|e| format!("proxy_url: {e}"))?);
     }
     b.build().map_err(|e| e.to_string())

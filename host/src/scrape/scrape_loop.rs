@@ -42,7 +42,7 @@ impl SharedClient {
         *self.client.write() = client;
     }
 
-    fn get(&self) -> reqwest::Client {
+    fn current(&self) -> reqwest::Client {
         self.client.read().clone()
     }
 
@@ -175,7 +175,7 @@ impl ScrapeLoop {
     async fn fetch(&self) -> Result<Scraped, String> {
         let mut req = self
             .client
-            .get()
+            .current()
             .get(&self.target.url)
             .header("Accept", ACCEPT)
             .header(

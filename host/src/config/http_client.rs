@@ -94,6 +94,14 @@ pub struct TlsConfig {
 
 impl TlsConfig {
     fn validate(&self) -> Result<(), String> {
+        // A deliberate difference: Prometheus would accept this and fail every
+        // handshake. rustls implements TLS 1.2 and 1.3 only. (A min_version
+        // below TLS12 is accepted and means TLS 1.2.)
+        if let Some(v @ (TlsVersion::TLS10 | TlsVersion::TLS11)) = self.max_version {
+            return Err(format!(
+                "tls_config max_version {v:?} is not supported: Ember speaks TLS 1.2 and 1.3 only (rustls)"
+            ));
+        }
         if !self.ca.is_empty() && !self.ca_file.is_empty() {
             return Err("at most one of ca and ca_file must be configured".into());
         }

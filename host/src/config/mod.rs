@@ -345,13 +345,12 @@ impl Config {
     /// when it does not.
     pub fn not_yet_acted_on(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        let needs_tls_or_oauth2 = self.scrape_configs.iter().any(|c| {
-            c.http_client.oauth2.is_some()
-                || !c.http_client.tls_config.ca_file.is_empty()
-                || c.http_client.tls_config.insecure_skip_verify
-        });
-        if needs_tls_or_oauth2 {
-            out.push("scrape_configs oauth2/tls_config (https scraping and OAuth2 are not implemented in this build)");
+        if self
+            .scrape_configs
+            .iter()
+            .any(|c| c.http_client.oauth2.is_some())
+        {
+            out.push("scrape_configs oauth2 (OAuth2 is not implemented in this build)");
         }
         if !self.rule_files.is_empty() {
             out.push("rule_files (rule evaluation is not implemented in this build)");
@@ -540,6 +539,16 @@ mod tests {
                 .contains("kubernetes_sd_configs is a Prometheus service discovery"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tls_versions_rustls_lacks() {
+        let err = parse("scrape_configs:\n- job_name: a\n  tls_config: {max_version: TLS11}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_version TLS11 is not supported"), "{err}");
+        // A minimum below TLS 1.2 is accepted and means TLS 1.2.
+        parse("scrape_configs:\n- job_name: a\n  tls_config: {min_version: TLS10}\n").unwrap();
     }
 
     #[test]

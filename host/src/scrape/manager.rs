@@ -16,8 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::scrape_loop::{ScrapeLoop, TargetState};
+use super::scrape_loop::{ScrapeLoop, SharedClient, TargetState};
 use super::target::{Outcome, Target, populate};
+use super::tls::{TlsFiles, client_config};
 use crate::config::{Config, ScrapeConfig};
 use crate::discovery::file::read_target_groups;
 use crate::model::relabel::LabelMap;
@@ -35,7 +36,11 @@ struct RunningTarget {
 
 struct Pool {
     cfg: Arc<ScrapeConfig>,
-    client: reqwest::Client,
+    client: SharedClient,
+    /// What the client's TLS files held when it was built.
+    tls_files: TlsFiles,
+    /// The last error re-reading or applying changed TLS files, logged once.
+    tls_error: Option<String>,
     running: HashMap<String, RunningTarget>,
     dropped: Vec<LabelMap>,
     invalid: Vec<(LabelMap, String)>,
@@ -55,19 +60,67 @@ pub struct ScrapeManager {
     pools: Mutex<HashMap<String, Pool>>,
 }
 
-fn client_for(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
+fn client_for(cfg: &ScrapeConfig, tls_files: &TlsFiles) -> Result<reqwest::Client, String> {
     let http = &cfg.http_client;
+    let tls = client_config(&http.tls_config, tls_files)?;
     let mut b = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
         .redirect(if http.follow_redirects {
             reqwest::redirect::Policy::limited(10)
         } else {
             reqwest::redirect::Policy::none()
         })
         .user_agent(concat!("Ember/", env!("CARGO_PKG_VERSION")));
-    if !http.proxy_url.is_empty() {
+    if http.proxy_url.is_empty() {
+        // Prometheus ignores HTTP_PROXY/HTTPS_PROXY unless configured to use
+        // them; reqwest would read them by default.
+        b = b.no_proxy();
+    } else {
         b = b.proxy(reqwest::Proxy::all(&http.proxy_url).map_err(|e| format!("proxy_url: {e}"))?);
     }
     b.build().map_err(|e| e.to_string())
+}
+
+/// Reads the job's TLS files and builds its client from them.
+fn build_client(
+    cfg: &ScrapeConfig,
+    config_dir: &std::path::Path,
+) -> Result<(reqwest::Client, TlsFiles), String> {
+    let files = TlsFiles::read(&cfg.http_client.tls_config, config_dir)?;
+    let client = client_for(cfg, &files)?;
+    Ok((client, files))
+}
+
+/// Re-reads an unchanged job's TLS files (CA, client certificate and key)
+/// and swaps in a new client when their contents changed, so rotated
+/// certificates are picked up on reload and within a few seconds otherwise.
+/// Running loops keep going; a file that cannot be used keeps the old client.
+fn refresh_tls(pool: &mut Pool, config_dir: &std::path::Path) {
+    let tls = &pool.cfg.http_client.tls_config;
+    if tls.files().next().is_none() {
+        return;
+    }
+    let result = TlsFiles::read(tls, config_dir).and_then(|files| {
+        if files == pool.tls_files {
+            return Ok(None);
+        }
+        client_for(&pool.cfg, &files).map(|c| Some((c, files)))
+    });
+    match result {
+        Ok(None) => pool.tls_error = None,
+        Ok(Some((client, files))) => {
+            tracing::info!(job = %pool.cfg.job_name, "TLS files changed; using them for new connections");
+            pool.client.replace(client);
+            pool.tls_files = files;
+            pool.tls_error = None;
+        }
+        Err(e) => {
+            if pool.tls_error.as_ref() != Some(&e) {
+                tracing::error!(job = %pool.cfg.job_name, err = %e, "Cannot use changed TLS files; keeping the previous ones");
+            }
+            pool.tls_error = Some(e);
+        }
+    }
 }
 
 impl ScrapeManager {
@@ -146,7 +199,7 @@ impl ScrapeManager {
         for cfg in &config.scrape_configs {
             let changed = pools.get(&cfg.job_name).is_none_or(|p| *p.cfg != *cfg);
             if changed {
-                let client = match client_for(cfg) {
+                let (client, tls_files) = match build_client(cfg, &self.config_dir) {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(job = %cfg.job_name, err = %e, "Cannot build the HTTP client; job not scraped");
@@ -162,7 +215,9 @@ impl ScrapeManager {
                     cfg.job_name.clone(),
                     Pool {
                         cfg: Arc::new(cfg.clone()),
-                        client,
+                        client: SharedClient::new(client, &self.config_dir),
+                        tls_files,
+                        tls_error: None,
                         running: HashMap::new(),
                         dropped: Vec::new(),
                         invalid: Vec::new(),
@@ -173,6 +228,9 @@ impl ScrapeManager {
             let Some(pool) = pools.get_mut(&cfg.job_name) else {
                 continue;
             };
+            if !changed {
+                refresh_tls(pool, &self.config_dir);
+            }
             let mut wanted: HashMap<String, Target> = HashMap::new();
             pool.dropped.clear();
             pool.invalid.clear();

@@ -3,3 +3,4 @@
 pub mod manager;
 pub mod scrape_loop;
 pub mod target;
+pub mod tls;

@@ -6,10 +6,11 @@
 //! `scrape_samples_post_metric_relabeling` and `scrape_series_added`.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use super::target::Target;
@@ -19,6 +20,40 @@ use crate::model::exposition::{Entry, Format, MetricType, Parser};
 use crate::model::relabel::{self, LabelMap};
 use crate::model::sample::stale_nan;
 use crate::storage::Storage;
+
+/// A job's HTTP client, shared by its loops. The scrape manager swaps in a
+/// new client when the job's TLS files change, without restarting loops.
+#[derive(Clone)]
+pub struct SharedClient {
+    client: Arc<RwLock<reqwest::Client>>,
+    /// Where relative credential file paths start.
+    config_dir: Arc<Path>,
+}
+
+impl SharedClient {
+    pub fn new(client: reqwest::Client, config_dir: &Path) -> SharedClient {
+        SharedClient {
+            client: Arc::new(RwLock::new(client)),
+            config_dir: config_dir.into(),
+        }
+    }
+
+    pub fn replace(&self, client: reqwest::Client) {
+        *self.client.write() = client;
+    }
+
+    fn current(&self) -> reqwest::Client {
+        self.client.read().clone()
+    }
+
+    /// A credential kept in a file (re-read at every scrape, as Prometheus does).
+    fn read_secret(&self, key: &str, file: &str) -> Result<String, String> {
+        let path = crate::config::resolve_path(&self.config_dir, file);
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| format!("unable to read {key} {}: {e}", path.display()))
+    }
+}
 
 /// What Prometheus sends, so exporters pick the same format for both.
 pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
@@ -73,7 +108,7 @@ pub struct ScrapeLoop {
     pub target: Target,
     cfg: Arc<ScrapeConfig>,
     storage: Arc<Storage>,
-    client: reqwest::Client,
+    client: SharedClient,
     /// Keyed by raw series text; foldhash is several times faster than SipHash
     /// here and still randomly seeded.
     cache: HashMap<String, CacheEntry, foldhash::fast::RandomState>,
@@ -98,7 +133,7 @@ impl ScrapeLoop {
         target: Target,
         cfg: Arc<ScrapeConfig>,
         storage: Arc<Storage>,
-        client: reqwest::Client,
+        client: SharedClient,
     ) -> ScrapeLoop {
         ScrapeLoop {
             target,
@@ -138,13 +173,9 @@ impl ScrapeLoop {
     }
 
     async fn fetch(&self) -> Result<Scraped, String> {
-        if self.target.url.starts_with("https://") {
-            return Err(
-                "https targets are not supported in this build (TLS is not compiled in yet)".into(),
-            );
-        }
         let mut req = self
             .client
+            .current()
             .get(&self.target.url)
             .header("Accept", ACCEPT)
             .header(
@@ -157,10 +188,7 @@ impl ScrapeLoop {
             let password = if b.password_file.is_empty() {
                 b.password.expose().to_owned()
             } else {
-                std::fs::read_to_string(&b.password_file)
-                    .map_err(|e| format!("cannot read password_file {}: {e}", b.password_file))?
-                    .trim()
-                    .to_owned()
+                self.client.read_secret("password_file", &b.password_file)?
             };
             req = req.basic_auth(&b.username, Some(password));
         }
@@ -168,12 +196,8 @@ impl ScrapeLoop {
             let credentials = if a.credentials_file.is_empty() {
                 a.credentials.expose().to_owned()
             } else {
-                std::fs::read_to_string(&a.credentials_file)
-                    .map_err(|e| {
-                        format!("cannot read credentials_file {}: {e}", a.credentials_file)
-                    })?
-                    .trim()
-                    .to_owned()
+                self.client
+                    .read_secret("credentials_file", &a.credentials_file)?
             };
             req = req.header("Authorization", format!("{} {credentials}", a.kind));
         }

@@ -25,8 +25,11 @@ pub fn init(level: LogLevel, format: LogFormat) {
         LogLevel::Error => "error",
     };
     // Dependencies are noisy at debug; keep them at warn unless RUST_LOG says otherwise.
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,ember={level}")));
+    // rustls-platform-verifier logs every rejected certificate at error level;
+    // the scrape loop already reports that as the target's error.
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("warn,rustls_platform_verifier=off,ember={level}"))
+    });
     let result = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -73,7 +73,6 @@ impl Grouping {
                 &*l.name != "__name__" && !self.labels.iter().any(|n| n == &*l.name)
             } else {
                 self.labels.iter().any(|n| n == &*l.name)
-                    && !(s.drop_name && &*l.name == "__name__")
             }
         };
         Labels::from_pairs(

@@ -296,6 +296,17 @@ fn vector_vector(
             let Some(&(oi, ov)) = one_by_sig.get(&msig[mi]) else {
                 continue;
             };
+            let seen = matched.entry(&msig[mi]).or_default();
+            // Checked before comparisons filter, so an ambiguous match is
+            // an error whatever the values.
+            if matching.card == Card::OneToOne {
+                if !seen.is_empty() {
+                    return Err(EvalError(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    ));
+                }
+                seen.insert(Labels::default());
+            }
             let (l, r) = if swapped { (ov, mv) } else { (mv, ov) };
             let (mut v, keep) = op.apply(l, r);
             if return_bool {
@@ -307,20 +318,15 @@ fn vector_vector(
                 .entry((mi, oi))
                 .or_insert_with(|| result_metric(&many[mi].labels, &one[oi].labels, matching))
                 .clone();
-            let seen = matched.entry(&msig[mi]).or_default();
-            if matching.card == Card::OneToOne {
-                if !seen.is_empty() {
+            if matching.card != Card::OneToOne {
+                if seen.contains(&labels) {
                     return Err(EvalError(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                        "multiple matches for labels: grouping labels must ensure unique matches"
+                            .into(),
                     ));
                 }
-            } else if seen.contains(&labels) {
-                return Err(EvalError(
-                    "multiple matches for labels: grouping labels must ensure unique matches"
-                        .into(),
-                ));
+                seen.insert(labels.clone());
             }
-            seen.insert(labels.clone());
             let drop_name = many[mi].drop_name || op.is_arithmetic() || return_bool;
             let idx = *out_index.entry(labels.clone()).or_insert_with(|| {
                 out.push(SeriesData {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{Annotations, EvalError, Grid, SeriesData, drop_metric_name, with_label};
+use super::{Annotations, EvalError, Grid, SeriesData, with_label};
 use crate::model::Labels;
 use crate::promql::value::Point;
 use crate::telemetry::time::utc_parts;
@@ -587,7 +587,9 @@ fn histogram_quantile(
             ));
             continue;
         };
-        let base = drop_metric_name(&with_label(&s.labels, "le", ""));
+        // Grouped with the metric name, which goes only when the query
+        // finishes (delayed name removal).
+        let base = with_label(&s.labels, "le", "");
         let g = groups.entry(base.clone()).or_insert_with(|| {
             order.push(base.clone());
             Group {

@@ -29,6 +29,7 @@ use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 
 use super::eval::functions::Arg;
+use super::eval::range_fn::RangeFunc;
 use super::eval::{
     self, Annotations, EvalError, SeriesData, aggregate, binary, functions, selector,
 };
@@ -153,6 +154,7 @@ fn df_err(e: EvalError) -> DataFusionError {
 /// The physical operator for one [`PromNode`].
 pub struct PromExec {
     op: Arc<Op>,
+    position: Arc<str>,
     children: Vec<Arc<dyn ExecutionPlan>>,
     env: Arc<QueryEnv>,
     props: Arc<PlanProperties>,
@@ -166,7 +168,12 @@ impl fmt::Debug for PromExec {
 }
 
 impl PromExec {
-    pub fn new(op: Arc<Op>, children: Vec<Arc<dyn ExecutionPlan>>, env: Arc<QueryEnv>) -> PromExec {
+    pub fn new(
+        op: Arc<Op>,
+        position: Arc<str>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        env: Arc<QueryEnv>,
+    ) -> PromExec {
         let props = PlanProperties::new(
             EquivalenceProperties::new(series_schema()),
             Partitioning::UnknownPartitioning(1),
@@ -175,6 +182,7 @@ impl PromExec {
         );
         PromExec {
             op,
+            position,
             children,
             env,
             props: Arc::new(props),
@@ -215,6 +223,7 @@ fn scalar_values(series: &[SeriesData], grid: eval::Grid) -> Vec<f64> {
 impl PromExec {
     async fn run(
         op: Arc<Op>,
+        position: Arc<str>,
         children: Vec<Arc<dyn ExecutionPlan>>,
         env: Arc<QueryEnv>,
         ctx: Arc<TaskContext>,
@@ -225,6 +234,8 @@ impl PromExec {
         }
         let mut inputs = inputs.into_iter();
         let mut next = || inputs.next().unwrap_or_default();
+        // This operator's annotations, given its position when merged.
+        let mut ann = Annotations::default();
         let out = match op.as_ref() {
             Op::Scan {
                 matchers,
@@ -278,9 +289,22 @@ impl PromExec {
                 let args: Vec<Vec<f64>> = std::iter::from_fn(|| inputs.next())
                     .map(|s| scalar_values(&s, *grid))
                     .collect();
-                check_range_args(*func, &args, &env)?;
+                check_range_args(*func, &args, &mut ann)?;
                 let mut out = Vec::with_capacity(raw.len());
                 let mut step_args = Vec::with_capacity(args.len());
+                if matches!(func, RangeFunc::Rate | RangeFunc::Increase) {
+                    for s in &raw {
+                        let name = s.labels.metric_name().unwrap_or("");
+                        if !["_total", "_sum", "_count", "_bucket"]
+                            .iter()
+                            .any(|x| name.ends_with(x))
+                        {
+                            ann.info(format!(
+                                "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
+                            ));
+                        }
+                    }
+                }
                 for s in raw {
                     let points = selector::slide(&s.points, *grid, *range, *shift, |i, w, win| {
                         step_args.clear();
@@ -320,7 +344,6 @@ impl PromExec {
                         ArgKind::String(s) => Arg::String(s.clone()),
                     });
                 }
-                let mut ann = env.annotations.lock();
                 functions::eval(*func, *grid, evaluated, &mut ann).map_err(df_err)?
             }
             Op::Aggregate {
@@ -335,7 +358,6 @@ impl PromExec {
                     Some(_) => Some(Arg::Scalar(scalar_values(&next(), *grid))),
                 };
                 let input = next();
-                let mut ann = env.annotations.lock();
                 aggregate::eval(*op, *grid, input, param, grouping, &mut ann).map_err(df_err)?
             }
             Op::Binary {
@@ -383,6 +405,7 @@ impl PromExec {
                 }
             }
         };
+        env.annotations.lock().merge(ann, &position);
         if !matches!(op.as_ref(), Op::Scan { .. }) {
             let n: usize = out.iter().map(|s| s.points.len()).sum();
             env.account(n).map_err(df_err)?;
@@ -394,16 +417,15 @@ impl PromExec {
 fn check_range_args(
     func: super::eval::range_fn::RangeFunc,
     args: &[Vec<f64>],
-    env: &QueryEnv,
+    ann: &mut Annotations,
 ) -> DfResult<()> {
-    use super::eval::range_fn::RangeFunc;
     match func {
         RangeFunc::QuantileOverTime => {
             if let Some(q) = args
                 .first()
                 .and_then(|a| a.iter().find(|q| !(0.0..=1.0).contains(*q)))
             {
-                env.annotations.lock().warn(format!(
+                ann.warn(format!(
                     "quantile value should be between 0 and 1, got {}",
                     super::format_value(*q)
                 ));
@@ -459,6 +481,7 @@ impl ExecutionPlan for PromExec {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(PromExec::new(
             self.op.clone(),
+            self.position.clone(),
             children,
             self.env.clone(),
         )))
@@ -470,9 +493,15 @@ impl ExecutionPlan for PromExec {
         ctx: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let (op, children, env) = (self.op.clone(), self.children.clone(), self.env.clone());
+        let (op, position, children, env) = (
+            self.op.clone(),
+            self.position.clone(),
+            self.children.clone(),
+            self.env.clone(),
+        );
         let fut = async move {
-            let series: Vec<SeriesData> = PromExec::run(op, children, env.clone(), ctx).await?;
+            let series: Vec<SeriesData> =
+                PromExec::run(op, position, children, env.clone(), ctx).await?;
             let timer = baseline.elapsed_compute().timer();
             let batches: Vec<RecordBatch> = env.encode(series)?;
             timer.done();
@@ -516,6 +545,7 @@ impl ExtensionPlanner for PromExtensionPlanner {
         };
         Ok(Some(Arc::new(PromExec::new(
             node.op.clone(),
+            node.position.clone(),
             physical_inputs.to_vec(),
             self.env.clone(),
         ))))

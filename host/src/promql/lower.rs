@@ -38,10 +38,16 @@ pub enum Lowered {
     String(String),
 }
 
-pub struct Lowering {
+pub struct Lowering<'q> {
+    /// The query text, to give annotations their `(line:column)`.
+    pub query: &'q str,
+    /// Annotations known while lowering (e.g. `sort` in a range query).
+    pub annotations: std::cell::RefCell<super::eval::Annotations>,
     /// Query start and end, for `@ start()` and `@ end()`.
     pub start: i64,
     pub end: i64,
+    /// Query step (0 for an instant query), for `step()`.
+    pub step: i64,
     pub lookback: i64,
     /// Step of subqueries without one (the global evaluation interval).
     pub default_subquery_step: i64,
@@ -62,7 +68,19 @@ fn bad(msg: impl Into<String>) -> QueryError {
     QueryError::BadData(msg.into())
 }
 
-impl Lowering {
+impl Lowering<'_> {
+    /// ` (line:column)` of `e` in the query, as Prometheus suffixes
+    /// annotations. The parser keeps no positions, so the expression is
+    /// printed and looked up; `(1:1)` if it cannot be found.
+    fn position(&self, e: &Expr) -> String {
+        let text = e.to_string();
+        let at = self.query.find(&text).unwrap_or(0);
+        let before = &self.query[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!(" ({line}:{col})")
+    }
+
     fn shift(&self, offset: &Option<Offset>, at: &Option<AtModifier>) -> TimeShift {
         TimeShift {
             offset: match offset {
@@ -329,7 +347,8 @@ impl Lowering {
                 )));
             }
         }
-        Ok(Lowered::Vector(PromNode::plan(
+        let position = self.position(a.param.as_deref().unwrap_or(&a.expr));
+        Ok(Lowered::Vector(PromNode::plan_at(
             Op::Aggregate {
                 grid,
                 op,
@@ -337,6 +356,7 @@ impl Lowering {
                 param,
             },
             children,
+            &position,
         )))
     }
 
@@ -375,7 +395,8 @@ impl Lowering {
             } else {
                 func
             };
-            let node = PromNode::plan(
+            let position = args.get(mi).map(|e| self.position(e)).unwrap_or_default();
+            let node = PromNode::plan_at(
                 Op::Range {
                     grid,
                     range,
@@ -383,6 +404,7 @@ impl Lowering {
                     func: range_func,
                 },
                 children,
+                &position,
             );
             if func == RangeFunc::AbsentOverTime {
                 let labels = absent_labels(selector.as_deref().unwrap_or(&[]));
@@ -392,6 +414,20 @@ impl Lowering {
                 )));
             }
             return Ok(Lowered::Vector(node));
+        }
+        let query_constant = match name {
+            "step" => Some(self.step),
+            "range" => Some(self.end - self.start),
+            "start" => Some(self.start),
+            "end" => Some(self.end),
+            _ => None,
+        };
+        if let Some(ms) = query_constant {
+            let value = ms as f64 / 1000.0;
+            return Ok(Lowered::Scalar(PromNode::plan(
+                Op::Literal { grid, value },
+                vec![],
+            )));
         }
         match name {
             "absent" => {
@@ -441,13 +477,32 @@ impl Lowering {
                 }
             }
         }
-        let node = PromNode::plan(
+        if matches!(
+            name,
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc"
+        ) && self.step > 0
+        {
+            let at = self.position(&Expr::Call(c.clone()));
+            self.annotations.borrow_mut().warn(format!(
+                "sort is ineffective for range queries since results are always ordered by labels{at}"
+            ));
+        }
+        // Annotations point at the vector argument (the histogram for
+        // histogram_quantile).
+        let vector_arg = if func == InstantFunc::HistogramQuantile {
+            args.get(1)
+        } else {
+            args.first()
+        };
+        let position = vector_arg.map(|e| self.position(e)).unwrap_or_default();
+        let node = PromNode::plan_at(
             Op::Call {
                 grid,
                 func,
                 args: kinds,
             },
             children,
+            &position,
         );
         Ok(match c.func.return_type {
             ValueType::Scalar => Lowered::Scalar(node),

@@ -211,8 +211,11 @@ impl Engine {
             eval::Grid::instant(start_ms)
         };
         let lowering = lower::Lowering {
+            query,
+            annotations: Default::default(),
             start: start_ms,
             end: end_ms,
+            step: step_ms,
             lookback: opts
                 .lookback_delta_ms
                 .unwrap_or(self.options.lookback_delta_ms),
@@ -254,6 +257,9 @@ impl Engine {
             self.storage.clone(),
             self.options.max_samples,
         ));
+        env.annotations
+            .lock()
+            .merge(lowering.annotations.into_inner(), "");
         Ok(Prepared::Plan {
             plan,
             env,

@@ -226,14 +226,22 @@ impl fmt::Display for Op {
 pub struct PromNode {
     pub op: Arc<Op>,
     pub inputs: Vec<LogicalPlan>,
+    /// ` (line:column)` of the expression annotations of this node point
+    /// at, as Prometheus appends to warnings and infos.
+    pub position: Arc<str>,
 }
 
 impl PromNode {
     pub fn plan(op: Op, inputs: Vec<LogicalPlan>) -> LogicalPlan {
+        Self::plan_at(op, inputs, "")
+    }
+
+    pub fn plan_at(op: Op, inputs: Vec<LogicalPlan>, position: &str) -> LogicalPlan {
         LogicalPlan::Extension(Extension {
             node: Arc::new(PromNode {
                 op: Arc::new(op),
                 inputs,
+                position: position.into(),
             }),
         })
     }
@@ -295,6 +303,7 @@ impl UserDefinedLogicalNodeCore for PromNode {
         Ok(PromNode {
             op: self.op.clone(),
             inputs,
+            position: self.position.clone(),
         })
     }
 }

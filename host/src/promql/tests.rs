@@ -7,7 +7,10 @@ use super::*;
 use crate::model::Labels;
 use crate::storage::StorageOptions;
 
-fn store(series: &[(&[(&str, &str)], &[(i64, f64)])]) -> (tempfile::TempDir, Arc<Storage>) {
+/// Label pairs and samples of one series.
+type TestSeries<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+fn store(series: &[TestSeries]) -> (tempfile::TempDir, Arc<Storage>) {
     let dir = tempfile::tempdir().unwrap();
     let (storage, _) = Storage::open(dir.path(), StorageOptions::default(), |_| {}).unwrap();
     let mut app = storage.appender();
@@ -100,4 +103,26 @@ async fn selectors_aggregations_and_rates() {
         .unwrap();
     assert!(explained.contains("PromRangeWindow"), "{explained}");
     assert!(explained.contains("output_rows"), "{explained}");
+}
+
+#[tokio::test]
+async fn sort_in_a_range_query_warns_with_position() {
+    let (_d, s) = store(&[(&[("__name__", "series")], &[(0, 1.0)])]);
+    let e = engine(s);
+    let r = e
+        .range_query(
+            "sum(sort(series))",
+            0,
+            60_000,
+            60_000,
+            &QueryOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.warnings,
+        vec![
+            "PromQL warning: sort is ineffective for range queries since results are always ordered by labels (1:5)"
+        ]
+    );
 }

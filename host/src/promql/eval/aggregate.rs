@@ -272,7 +272,14 @@ fn select_series(
     let mut rank: Vec<(usize, usize)> = vec![(usize::MAX, 0); input.len()];
     for (i, per_group) in cells.into_iter().enumerate() {
         let p = param(i);
-        if op != AggOp::LimitRatio && (p.is_nan() || p.abs() >= 9.223372036854776e18) {
+        if p.is_nan() {
+            return Err(EvalError(if op == AggOp::LimitRatio {
+                "Ratio value is NaN".into()
+            } else {
+                "Parameter value is NaN".into()
+            }));
+        }
+        if op != AggOp::LimitRatio && p.abs() >= 9.223372036854776e18 {
             return Err(EvalError(format!(
                 "Scalar value {} overflows int64",
                 crate::promql::format_value(p)

@@ -285,8 +285,8 @@ fn vector_vector(
                 let matched = matching_labels_string(matching, &one[si].labels);
                 return Err(EvalError(format!(
                     "found duplicate series for the match group {matched} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                    labels_string(&one[si].labels),
-                    labels_string(&one[prev].labels)
+                    labels_string(&one[prev].labels),
+                    labels_string(&one[si].labels)
                 )));
             }
             one_by_sig.insert(&osig[si], (si, v));

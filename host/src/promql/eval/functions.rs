@@ -59,6 +59,8 @@ pub enum InstantFunc {
     HistogramQuantile,
     Time,
     Pi,
+    MinOf,
+    MaxOf,
     /// `histogram_count` and friends read native histograms only, which
     /// Ember does not store yet: over float series they return nothing,
     /// as in Prometheus.
@@ -116,6 +118,8 @@ impl InstantFunc {
             "histogram_quantile" => HistogramQuantile,
             "time" => Time,
             "pi" => Pi,
+            "min_of" => MinOf,
+            "max_of" => MaxOf,
             "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_fraction"
             | "histogram_stddev" | "histogram_stdvar" => NativeHistogramOnly,
             _ => return None,
@@ -277,6 +281,28 @@ pub fn eval(
     };
     Ok(match f {
         NativeHistogramOnly => Vec::new(),
+        MinOf | MaxOf => {
+            let a = args
+                .first()
+                .map(|a| a.scalar().to_vec())
+                .unwrap_or_default();
+            let b = args.get(1).map(|a| a.scalar().to_vec()).unwrap_or_default();
+            vec![scalar_series(grid, |t| {
+                let i = grid.index(t).unwrap_or(0);
+                let (x, y) = (
+                    a.get(i).copied().unwrap_or(f64::NAN),
+                    b.get(i).copied().unwrap_or(f64::NAN),
+                );
+                // NaN wins, as Go's math.Min and math.Max have it.
+                if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else if f == MinOf {
+                    x.min(y)
+                } else {
+                    x.max(y)
+                }
+            })]
+        }
         Time => vec![scalar_series(grid, |t| t as f64 / 1000.0)],
         Pi => vec![scalar_series(grid, |_| std::f64::consts::PI)],
         Vector => {
@@ -652,7 +678,7 @@ fn parse_le(s: &str) -> Result<f64, ()> {
 
 /// The quantile of one step's buckets; also says whether the counts had
 /// to be forced monotonic.
-pub fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
+pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
     }

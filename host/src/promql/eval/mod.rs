@@ -55,6 +55,22 @@ impl Annotations {
         }
     }
 
+    /// Adds another operator's annotations, each ending in `position`.
+    pub fn merge(&mut self, other: Annotations, position: &str) {
+        for w in other.warnings {
+            let w = format!("{w}{position}");
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
+        for i in other.infos {
+            let i = format!("{i}{position}");
+            if !self.infos.contains(&i) {
+                self.infos.push(i);
+            }
+        }
+    }
+
     pub fn info(&mut self, msg: String) {
         let msg = format!("PromQL info: {msg}");
         if !self.infos.contains(&msg) {

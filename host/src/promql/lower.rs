@@ -489,10 +489,10 @@ impl Lowering<'_> {
         }
         // Annotations point at the vector argument (the histogram for
         // histogram_quantile).
-        let vector_arg = if func == InstantFunc::HistogramQuantile {
-            args.get(1)
-        } else {
-            args.first()
+        let vector_arg = match func {
+            InstantFunc::HistogramQuantile => args.get(1),
+            InstantFunc::HistogramFraction => args.get(2),
+            _ => args.first(),
         };
         let position = vector_arg.map(|e| self.position(e)).unwrap_or_default();
         let node = PromNode::plan_at(

@@ -57,6 +57,8 @@ pub enum InstantFunc {
     Scalar,
     Vector,
     HistogramQuantile,
+    HistogramQuantiles,
+    HistogramFraction,
     Time,
     Pi,
     MinOf,
@@ -116,12 +118,14 @@ impl InstantFunc {
             "scalar" => Scalar,
             "vector" => Vector,
             "histogram_quantile" => HistogramQuantile,
+            "histogram_quantiles" => HistogramQuantiles,
+            "histogram_fraction" => HistogramFraction,
             "time" => Time,
             "pi" => Pi,
             "min_of" => MinOf,
             "max_of" => MaxOf,
-            "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_fraction"
-            | "histogram_stddev" | "histogram_stdvar" => NativeHistogramOnly,
+            "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+            | "histogram_stdvar" => NativeHistogramOnly,
             _ => return None,
         })
     }
@@ -460,6 +464,16 @@ pub fn eval(
         HistogramQuantile => {
             histogram_quantile(take_vector(&mut args, 1), args[0].scalar(), grid, ann)
         }
+        HistogramQuantiles => {
+            let input = take_vector(&mut args, 0);
+            let label = args.get(1).map(Arg::string).unwrap_or("").to_owned();
+            let qs: Vec<Vec<f64>> = args.iter().skip(2).map(|a| a.scalar().to_vec()).collect();
+            histogram_quantiles(input, &label, &qs, grid, ann)?
+        }
+        HistogramFraction => {
+            let input = take_vector(&mut args, 2);
+            histogram_fraction(input, args[0].scalar(), args[1].scalar(), grid, ann)
+        }
         _ => {
             let input = take_vector(&mut args, 0);
             map_points(input, false, |_, v| f.simple(v), grid)
@@ -588,24 +602,19 @@ fn label_join(input: Vec<SeriesData>, args: &[Arg]) -> Result<Vec<SeriesData>, E
         .collect())
 }
 
-/// `histogram_quantile` over classic buckets: series grouped by their
-/// labels other than `le`, interpolating linearly inside the bucket.
-fn histogram_quantile(
-    input: Vec<SeriesData>,
-    q: &[f64],
-    grid: Grid,
-    ann: &mut Annotations,
-) -> Vec<SeriesData> {
-    struct Group {
-        labels: Labels,
-        buckets: Vec<Vec<(f64, f64)>>, // per step: (upper bound, count)
-    }
-    let mut groups: HashMap<Labels, Group> = HashMap::new();
-    let mut order = Vec::new();
+/// Classic histograms: bucket series grouped by their labels other than
+/// `le` (the metric name stays until the query ends), with each step's
+/// `(upper bound, count)` pairs.
+struct BucketGroup {
+    labels: Labels,
+    steps: Vec<Vec<(f64, f64)>>,
+}
+
+fn bucket_groups(input: Vec<SeriesData>, grid: Grid, ann: &mut Annotations) -> Vec<BucketGroup> {
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<BucketGroup> = Vec::new();
     for s in input {
-        let Some(le) = s.labels.get("le") else {
-            continue;
-        };
+        let le = s.labels.get("le").unwrap_or("");
         let Ok(upper) = parse_le(le) else {
             ann.warn(format!(
                 "bucket label \"le\" is missing or has a malformed value of \"{le}\" for metric name \"{}\"",
@@ -613,86 +622,221 @@ fn histogram_quantile(
             ));
             continue;
         };
-        // Grouped with the metric name, which goes only when the query
-        // finishes (delayed name removal).
         let base = with_label(&s.labels, "le", "");
-        let g = groups.entry(base.clone()).or_insert_with(|| {
-            order.push(base.clone());
-            Group {
+        let next = groups.len();
+        let g = *index.entry(base.clone()).or_insert_with(|| {
+            groups.push(BucketGroup {
                 labels: base,
-                buckets: vec![Vec::new(); grid.len()],
-            }
+                steps: vec![Vec::new(); grid.len()],
+            });
+            next
         });
         for p in &s.points {
             if let Some(i) = grid.index(p.t) {
-                g.buckets[i].push((upper, p.v));
+                groups[g].steps[i].push((upper, p.v));
             }
         }
     }
-    for &qv in q {
-        if !(0.0..=1.0).contains(&qv) {
-            ann.warn(format!(
-                "quantile value should be between 0 and 1, got {}",
-                crate::promql::format_value(qv)
-            ));
-            break;
-        }
+    groups
+}
+
+fn warn_quantile_range(q: &[f64], ann: &mut Annotations) {
+    if let Some(qv) = q.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+        ann.warn(format!(
+            "quantile value should be between 0 and 1, got {}",
+            crate::promql::format_value(*qv)
+        ));
     }
+}
+
+/// Evaluates `f` on every group and step with buckets; the output series
+/// keep the group's labels plus `extra`, and lose the metric name.
+fn per_bucket_group(
+    groups: &[BucketGroup],
+    grid: Grid,
+    extra: Option<(&str, &str)>,
+    mut f: impl FnMut(usize, &mut [(f64, f64)], &Labels) -> f64,
+) -> Vec<SeriesData> {
     let mut out = Vec::new();
-    for key in order {
-        let Some(g) = groups.remove(&key) else {
-            continue;
-        };
+    for g in groups {
         let mut points = Vec::new();
-        for (i, mut b) in g.buckets.into_iter().enumerate() {
+        for (i, b) in g.steps.iter().enumerate() {
             if b.is_empty() {
                 continue;
             }
-            let qv = q.get(i).copied().unwrap_or(f64::NAN);
-            let (v, fixed) = bucket_quantile(qv, &mut b);
-            if fixed {
-                ann.info(format!(
-                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name \"{}\"",
-                    key.metric_name().unwrap_or("")
-                ));
-            }
-            points.push(Point { t: grid.time(i), v });
+            let mut b = b.clone();
+            points.push(Point {
+                t: grid.time(i),
+                v: f(i, &mut b, &g.labels),
+            });
         }
         if !points.is_empty() {
-            let mut s = SeriesData::new(g.labels, points);
-            s.drop_name = true;
-            out.push(s);
+            let labels = match extra {
+                Some((n, v)) => with_label(&g.labels, n, v),
+                None => g.labels.clone(),
+            };
+            out.push(SeriesData {
+                labels,
+                drop_name: true,
+                points,
+            });
         }
     }
     out
 }
 
-fn parse_le(s: &str) -> Result<f64, ()> {
-    match s.trim() {
-        "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
-        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        t => t.parse::<f64>().map_err(|_| ()),
+fn monotonicity_info(ann: &mut Annotations, labels: &Labels) {
+    ann.info(format!(
+        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name \"{}\"",
+        labels.metric_name().unwrap_or("")
+    ));
+}
+
+/// `histogram_quantile` over classic buckets, interpolating linearly
+/// inside the bucket.
+fn histogram_quantile(
+    input: Vec<SeriesData>,
+    q: &[f64],
+    grid: Grid,
+    ann: &mut Annotations,
+) -> Vec<SeriesData> {
+    let groups = bucket_groups(input, grid, ann);
+    warn_quantile_range(q, ann);
+    let mut fixed_for = Vec::new();
+    let out = per_bucket_group(&groups, grid, None, |i, b, labels| {
+        let (v, fixed) = bucket_quantile(q.get(i).copied().unwrap_or(f64::NAN), b);
+        if fixed {
+            fixed_for.push(labels.clone());
+        }
+        v
+    });
+    for l in fixed_for {
+        monotonicity_info(ann, &l);
+    }
+    out
+}
+
+/// `histogram_quantiles(v, "label", q1, q2, ...)`: one output series per
+/// quantile, told apart by `label`.
+fn histogram_quantiles(
+    input: Vec<SeriesData>,
+    label: &str,
+    qs: &[Vec<f64>],
+    grid: Grid,
+    ann: &mut Annotations,
+) -> Result<Vec<SeriesData>, EvalError> {
+    let groups = bucket_groups(input, grid, ann);
+    let mut out: Vec<SeriesData> = Vec::new();
+    let mut fixed_for = Vec::new();
+    for q in qs {
+        warn_quantile_range(q, ann);
+        let name = quantile_label(q.first().copied().unwrap_or(f64::NAN));
+        out.extend(per_bucket_group(
+            &groups,
+            grid,
+            Some((label, &name)),
+            |i, b, labels| {
+                let (v, fixed) = bucket_quantile(q.get(i).copied().unwrap_or(f64::NAN), b);
+                if fixed {
+                    fixed_for.push(labels.clone());
+                }
+                v
+            },
+        ));
+    }
+    for l in fixed_for {
+        monotonicity_info(ann, &l);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &out {
+        if !seen.insert(super::drop_metric_name(&s.labels)) {
+            return Err(EvalError(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Quantile label values keep a decimal point: `0.0`, `0.25`, `1.0`.
+fn quantile_label(q: f64) -> String {
+    let s = crate::promql::format_value(q);
+    if q.is_finite() && !s.contains(['.', 'e']) {
+        format!("{s}.0")
+    } else {
+        s
     }
 }
 
-/// The quantile of one step's buckets; also says whether the counts had
-/// to be forced monotonic.
-pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
-    if q.is_nan() {
-        return (f64::NAN, false);
+/// `histogram_fraction(lower, upper, v)` over classic buckets: the share
+/// of observations between the bounds.
+fn histogram_fraction(
+    input: Vec<SeriesData>,
+    lower: &[f64],
+    upper: &[f64],
+    grid: Grid,
+    ann: &mut Annotations,
+) -> Vec<SeriesData> {
+    let groups = bucket_groups(input, grid, ann);
+    per_bucket_group(&groups, grid, None, |i, b, _| {
+        let lo = lower.get(i).copied().unwrap_or(f64::NAN);
+        let hi = upper.get(i).copied().unwrap_or(f64::NAN);
+        bucket_fraction(lo, hi, b)
+    })
+}
+
+/// The share of one step's observations between `lower` and `upper`. The
+/// first bucket starts at 0 if its bound is positive.
+pub fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    let Some((merged, _)) = prepare(buckets) else {
+        return f64::NAN;
+    };
+    let total = merged[merged.len() - 1].1;
+    if total == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
     }
-    if q < 0.0 {
-        return (f64::NEG_INFINITY, false);
+    if lower >= upper {
+        return 0.0;
     }
-    if q > 1.0 {
-        return (f64::INFINITY, false);
+    let mut covered = 0.0;
+    let mut prev_count = 0.0;
+    for (i, &(ub, count)) in merged.iter().enumerate() {
+        let lb = if i > 0 {
+            merged[i - 1].0
+        } else if ub > 0.0 {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        };
+        let n = count - prev_count;
+        prev_count = count;
+        // A bucket reaching an infinity counts whole when the bounds
+        // reach the same infinity; it cannot be interpolated into.
+        let whole = match (lb == f64::NEG_INFINITY, ub == f64::INFINITY) {
+            (false, false) => lower <= lb && upper >= ub,
+            (true, false) => lower == f64::NEG_INFINITY,
+            (false, true) => upper == f64::INFINITY,
+            (true, true) => lower == f64::NEG_INFINITY && upper == f64::INFINITY,
+        };
+        if whole {
+            covered += n;
+        } else if lb.is_finite() && ub.is_finite() {
+            let overlap = upper.min(ub) - lower.max(lb);
+            if overlap > 0.0 {
+                covered += n * overlap / (ub - lb);
+            }
+        }
     }
+    covered / total
+}
+
+/// Sorted, merged by bound, and forced monotonic; `None` without a `+Inf`
+/// bucket. The flag says whether counts had to be raised.
+fn prepare(buckets: &mut [(f64, f64)]) -> Option<(Vec<(f64, f64)>, bool)> {
     buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
     if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
-        return (f64::NAN, false);
+        return None;
     }
-    // Merge buckets with the same bound.
     let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
     for &(ub, c) in buckets.iter() {
         match merged.last_mut() {
@@ -718,6 +862,33 @@ pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
         }
         prev = cur;
     }
+    Some((merged, fixed))
+}
+
+fn parse_le(s: &str) -> Result<f64, ()> {
+    match s.trim() {
+        "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
+        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
+        "NaN" => Ok(f64::NAN),
+        t => t.parse::<f64>().map_err(|_| ()),
+    }
+}
+
+/// The quantile of one step's buckets; also says whether the counts had
+/// to be forced monotonic.
+pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
+    if q.is_nan() {
+        return (f64::NAN, false);
+    }
+    if q < 0.0 {
+        return (f64::NEG_INFINITY, false);
+    }
+    if q > 1.0 {
+        return (f64::INFINITY, false);
+    }
+    let Some((merged, fixed)) = prepare(buckets) else {
+        return (f64::NAN, false);
+    };
     if merged.len() < 2 {
         return (f64::NAN, fixed);
     }

@@ -112,6 +112,14 @@ pub fn run(flags: ServerFlags) -> ExitCode {
         }
     };
 
+    let cors = match web::CorsPolicy::from_flag(&flags.cors_origin) {
+        Ok(c) => c,
+        Err(err) => {
+            error!(err = %err, "Invalid --web.cors.origin");
+            return ExitCode::from(2);
+        }
+    };
+
     let data_dir = match DataDir::open(&flags.storage_path) {
         Ok(d) => d,
         Err(err) => {
@@ -144,6 +152,7 @@ pub fn run(flags: ServerFlags) -> ExitCode {
         config,
         external_url,
         route_prefix,
+        cors,
         &data_dir,
         push_store,
     ));
@@ -156,6 +165,7 @@ async fn serve(
     config: Config,
     external_url: String,
     route_prefix: String,
+    cors: web::CorsPolicy,
     data_dir: &DataDir,
     push_store: Arc<crate::push::store::PushStore>,
 ) -> ExitCode {
@@ -227,6 +237,7 @@ async fn serve(
         enable_remote_write_receiver: flags.enable_remote_write_receiver,
         route_prefix: route_prefix.clone(),
         info: Arc::new(web::ServerInfo::new(&flags)),
+        cors: Arc::new(cors),
         push: crate::push::http::PushState {
             store: push_store.clone(),
         },

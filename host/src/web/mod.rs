@@ -2,6 +2,7 @@
 //! and (with later issues) the Prometheus API and the UI.
 
 pub mod api;
+mod cors;
 mod instrument;
 mod lifecycle;
 mod metadata_api;
@@ -27,7 +28,10 @@ pub struct AppState {
     pub route_prefix: String,
     pub info: Arc<ServerInfo>,
     pub push: crate::push::http::PushState,
+    pub cors: Arc<cors::CorsPolicy>,
 }
+
+pub use cors::CorsPolicy;
 
 /// Facts about this process for the status endpoints, fixed at start-up.
 #[derive(Debug, Default)]
@@ -89,11 +93,19 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             api::require_ready,
         ));
+    // Every `/api/v1` answer carries CORS headers (the WAL replay status
+    // too, as in Prometheus); remote write does not.
+    let api = Router::new()
+        .route("/api/v1/status/walreplay", get(wal_replay))
+        .merge(api_v1)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::layer,
+        ));
     let routes = Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
-        .route("/api/v1/status/walreplay", get(wal_replay))
-        .merge(api_v1)
+        .merge(api)
         .route(
             "/api/v1/write",
             axum::routing::post(remote_write).layer(axum::extract::DefaultBodyLimit::max(
@@ -108,8 +120,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(crate::push::http::push_routes(state.push.clone()));
     let prefix = state.route_prefix.trim_end_matches('/').to_owned();
+    // Prometheus compresses every response when the client accepts gzip or
+    // deflate; the layer leaves already-encoded bodies (snappy) alone.
+    let compression = tower_http::compression::CompressionLayer::new()
+        .gzip(true)
+        .deflate(true);
     if prefix.is_empty() {
-        routes
+        routes.layer(compression)
     } else {
         // Prometheus sends a bare `/` to the prefixed UI; `<prefix>/` is the
         // same page as `<prefix>` (axum's nest only matches the latter).
@@ -125,6 +142,7 @@ pub fn router(state: AppState) -> Router {
                 get(move || async move { axum::response::Redirect::to(&target2) }),
             )
             .nest(&prefix, routes)
+            .layer(compression)
     }
 }
 

@@ -160,6 +160,9 @@ fn api_routes_under_the_route_prefix() {
         let r = get(&ember.url(path)).expect("GET");
         assert_eq!(r.status, 404, "{path} answered outside the prefix");
     }
+    let r = get(&ember.url("/ember/federate?match[]=up")).expect("GET");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(get(&ember.url("/federate?match[]=up")).unwrap().status, 404);
     // Remote write is mounted there too (an empty body is bad data).
     let r = post_remote_write(&ember.url("/ember/api/v1/write"), b"").expect("POST");
     assert_eq!(r.status, 400, "{}", r.body);

@@ -238,6 +238,7 @@ async fn serve(
         route_prefix: route_prefix.clone(),
         info: Arc::new(web::ServerInfo::new(&flags)),
         cors: Arc::new(cors),
+        lookback_delta_ms: flags.query_lookback_delta.as_millis() as i64,
         push: crate::push::http::PushState {
             store: push_store.clone(),
         },

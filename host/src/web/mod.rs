@@ -3,6 +3,7 @@
 
 pub mod api;
 mod cors;
+mod federate;
 mod instrument;
 mod lifecycle;
 mod metadata_api;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub info: Arc<ServerInfo>,
     pub push: crate::push::http::PushState,
     pub cors: Arc<cors::CorsPolicy>,
+    /// `--query.lookback-delta`: how far back `/federate` looks.
+    pub lookback_delta_ms: i64,
 }
 
 pub use cors::CorsPolicy;
@@ -102,10 +105,17 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             cors::layer,
         ));
+    let federation = Router::new()
+        .route("/federate", get(federate::federate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::require_ready,
+        ));
     let routes = Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .merge(api)
+        .merge(federation)
         .route(
             "/api/v1/write",
             axum::routing::post(remote_write).layer(axum::extract::DefaultBodyLimit::max(

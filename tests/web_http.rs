@@ -118,7 +118,7 @@ fn bad_cors_regex_is_a_flag_error() {
 fn api_routes_under_the_route_prefix() {
     let setup = Setup::new();
     setup.write_config(MINIMAL_CONFIG);
-    let mut ember = setup.start(&[
+    let ember = setup.start(&[
         "--web.external-url=http://proxy.example/ember/",
         "--web.enable-remote-write-receiver",
         "--web.enable-admin-api",
@@ -165,5 +165,7 @@ fn api_routes_under_the_route_prefix() {
     assert_eq!(get(&ember.url("/federate?match[]=up")).unwrap().status, 404);
     // Remote write is mounted there too (an empty body is bad data).
     let r = post_remote_write(&ember.url("/ember/api/v1/write"), b"").expect("POST");
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = post_remote_write(&ember.url("/ember/api/v1/read"), b"").expect("POST");
     assert_eq!(r.status, 400, "{}", r.body);
 }

@@ -401,7 +401,10 @@ pub fn require_python_module(module: &str) -> bool {
 
 /// Remote-writes series (`labels`, `(timestamp ms, value)` samples) to an
 /// Ember started with `--web.enable-remote-write-receiver`; panics unless 204.
-pub fn write_series(ember: &Ember, series: &[(&[(&str, &str)], &[(i64, f64)])]) {
+/// One series for [`write_series`]: labels and `(timestamp ms, value)` samples.
+pub type SeriesData<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+pub fn write_series(ember: &Ember, series: &[SeriesData<'_>]) {
     use ember::remote::proto;
     let timeseries = series
         .iter()

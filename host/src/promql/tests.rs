@@ -7,7 +7,9 @@ use super::*;
 use crate::model::Labels;
 use crate::storage::StorageOptions;
 
-fn store(series: &[(&[(&str, &str)], &[(i64, f64)])]) -> (tempfile::TempDir, Arc<Storage>) {
+type SeriesData<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+fn store(series: &[SeriesData<'_>]) -> (tempfile::TempDir, Arc<Storage>) {
     let dir = tempfile::tempdir().unwrap();
     let (storage, _) = Storage::open(dir.path(), StorageOptions::default(), |_| {}).unwrap();
     let mut app = storage.appender();

@@ -122,6 +122,17 @@ pub fn router(state: AppState) -> Router {
                 REMOTE_WRITE_BODY_LIMIT,
             )),
         )
+        .route(
+            "/api/v1/read",
+            axum::routing::post(remote_read)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    REMOTE_WRITE_BODY_LIMIT,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    api::require_ready,
+                )),
+        )
         .merge(lifecycle::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -169,6 +180,56 @@ async fn wal_replay(
 
 /// Compressed remote-write bodies above this are refused (413) rather than buffered.
 const REMOTE_WRITE_BODY_LIMIT: usize = 64 << 20;
+
+/// `POST /api/v1/read`: Prometheus remote read (samples or streamed XOR chunks).
+async fn remote_read(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use crate::remote::read_handler::{self, ReadError};
+    use axum::http::{HeaderValue, StatusCode, header};
+    let Some(storage) = state.control.storage().cloned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+    };
+    let external = state
+        .control
+        .config()
+        .borrow()
+        .global
+        .external_labels
+        .clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let req = read_handler::decode(&body)?;
+        read_handler::answer(&storage, &req, &external)
+    })
+    .await;
+    match result {
+        Ok(Ok(answer)) => {
+            let mut resp = (StatusCode::OK, answer.body).into_response();
+            let h = resp.headers_mut();
+            if answer.streamed {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(read_handler::STREAMED_CONTENT_TYPE),
+                );
+            } else {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-protobuf"),
+                );
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+            }
+            resp
+        }
+        Ok(Err(ReadError::BadRequest(msg))) => (StatusCode::BAD_REQUEST, msg).into_response(),
+        Ok(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("remote read task failed: {err}"),
+        )
+            .into_response(),
+    }
+}
 
 async fn remote_write(
     axum::extract::State(state): axum::extract::State<AppState>,

@@ -650,7 +650,7 @@ fn parse_le(s: &str) -> Result<f64, ()> {
 
 /// The quantile of one step's buckets; also says whether the counts had
 /// to be forced monotonic.
-pub fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
+pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
     }

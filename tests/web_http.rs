@@ -168,4 +168,6 @@ fn api_routes_under_the_route_prefix() {
     assert_eq!(r.status, 400, "{}", r.body);
     let r = post_remote_write(&ember.url("/ember/api/v1/read"), b"").expect("POST");
     assert_eq!(r.status, 400, "{}", r.body);
+    let r = post(&ember.url("/ember/api/v1/admin/tsdb/clean_tombstones")).expect("POST");
+    assert_eq!(r.status, 204, "{}", r.body);
 }

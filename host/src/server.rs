@@ -101,7 +101,7 @@ pub fn run(flags: ServerFlags) -> ExitCode {
         }
     };
     info!(file = %flags.config_file.display(), "Loaded configuration file");
-    warn_unimplemented(&flags, &config);
+    warn_unimplemented(&config);
 
     let (external_url, route_prefix) = match web_paths(&flags) {
         Ok(v) => v,
@@ -235,6 +235,7 @@ async fn serve(
         metrics: metrics.clone(),
         enable_lifecycle: flags.enable_lifecycle,
         enable_remote_write_receiver: flags.enable_remote_write_receiver,
+        enable_admin_api: flags.enable_admin_api,
         route_prefix: route_prefix.clone(),
         info: Arc::new(web::ServerInfo::new(&flags)),
         cors: Arc::new(cors),
@@ -398,7 +399,7 @@ async fn reload(
     info!(file = %flags.config_file.display(), "Loading configuration file");
     let result = match Config::load(&flags.config_file) {
         Ok(config) => {
-            warn_unimplemented(flags, &config);
+            warn_unimplemented(&config);
             config_tx.send_replace(Arc::new(config));
             metrics.config_last_reload_successful.set(1);
             metrics.config_last_reload_success_timestamp.set(unix_now());
@@ -417,21 +418,12 @@ async fn reload(
 
 /// Says out loud which accepted settings have no effect yet, so nothing
 /// appears to work that does not.
-fn warn_unimplemented(flags: &ServerFlags, config: &Config) {
+fn warn_unimplemented(config: &Config) {
     for what in config.not_yet_acted_on() {
         warn!(
             setting = what,
             "Configuration accepted but not acted on yet"
         );
-    }
-    let flag_notes = [(
-        flags.enable_admin_api,
-        "--web.enable-admin-api (no admin endpoints in this build)",
-    )];
-    for (set, what) in flag_notes {
-        if set {
-            warn!(flag = what, "Flag accepted but not acted on yet");
-        }
     }
 }
 

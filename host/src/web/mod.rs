@@ -1,6 +1,7 @@
 //! The HTTP server on `--web.listen-address`: lifecycle endpoints, `/metrics`,
 //! and (with later issues) the Prometheus API and the UI.
 
+mod admin_api;
 pub mod api;
 mod cors;
 mod federate;
@@ -26,6 +27,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub enable_lifecycle: bool,
     pub enable_remote_write_receiver: bool,
+    pub enable_admin_api: bool,
     pub route_prefix: String,
     pub info: Arc<ServerInfo>,
     pub push: crate::push::http::PushState,
@@ -92,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .merge(query_api::routes())
         .merge(metadata_api::routes())
         .merge(status_api::routes())
+        .merge(admin_api::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_ready,

@@ -142,6 +142,7 @@ fn api_routes_under_the_route_prefix() {
         "/api/v1/label/__name__/values",
         "/api/v1/metadata",
         "/api/v1/targets",
+        "/api/v1/query_exemplars?query=up",
         "/api/v1/rules",
         "/api/v1/alerts",
         "/api/v1/alertmanagers",

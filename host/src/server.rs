@@ -230,6 +230,20 @@ async fn serve(
     metrics.config_last_reload_successful.set(1);
     metrics.config_last_reload_success_timestamp.set(unix_now());
 
+    // --web.config.file: checked now, re-read per request and handshake.
+    let security = match &flags.web_config_file {
+        Some(path) => {
+            let sec = web::security::WebSecurity::new(path.clone());
+            match sec.load() {
+                Ok(c) => Some((sec, c.tls_enabled())),
+                Err(err) => {
+                    error!(err = %err, "Unable to validate web configuration file");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
     let app = web::router(web::AppState {
         control: control.clone(),
         metrics: metrics.clone(),
@@ -245,21 +259,21 @@ async fn serve(
         },
     });
     let shutdown = control.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
-    info!(address = %flags.listen_address, route_prefix = %route_prefix, "Listening");
+    let server = tokio::spawn(serve_listener(
+        listener,
+        app,
+        security.clone(),
+        shutdown.cancelled_owned(),
+    ));
+    info!(address = %flags.listen_address, route_prefix = %route_prefix, tls = security.as_ref().is_some_and(|s| s.1), "Listening");
     if let Some(listener) = push_listener {
         let push_app = crate::push::http::listener_routes(crate::push::http::PushState {
             store: push_store.clone(),
         });
         let shutdown = control.shutdown.clone();
         tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, push_app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            if let Err(err) =
+                serve_listener(listener, push_app, security, shutdown.cancelled_owned()).await
             {
                 error!(err = %err, "Push listener stopped");
             }
@@ -387,6 +401,39 @@ async fn serve(
     }
     info!("See you next time!");
     ExitCode::SUCCESS
+}
+
+/// Serves `app` on `listener`, behind TLS and basic auth when the web config
+/// file asks for them.
+async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    security: Option<(Arc<web::security::WebSecurity>, bool)>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match security {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some((sec, tls)) => {
+            let app = app.layer(axum::middleware::from_fn_with_state(
+                sec.clone(),
+                web::security::auth_layer,
+            ));
+            if tls {
+                let listener = web::security::TlsListener::new(listener, sec)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            } else {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+    }
 }
 
 /// Applies a new configuration, or keeps the old one and says why.

@@ -9,6 +9,7 @@ mod instrument;
 mod lifecycle;
 mod metadata_api;
 mod query_api;
+pub mod security;
 mod status_api;
 
 use std::sync::Arc;

@@ -45,7 +45,7 @@ fn series_labels(i: usize) -> Vec<Label> {
             ),
             label("code", if j % 2 == 0 { "200" } else { "500" }.into()),
             label("instance", format!("host-{:04}:9100", j / 20)),
-            label("job", format!("job-{}", j % 10)),
+            label("job", format!("job-{}", (j / 2) % 10)),
         ],
         _ => {
             let bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"];

@@ -101,13 +101,21 @@ pub fn run(flags: ServerFlags) -> ExitCode {
         }
     };
     info!(file = %flags.config_file.display(), "Loaded configuration file");
-    warn_unimplemented(&flags, &config);
+    warn_unimplemented(&config);
 
     let (external_url, route_prefix) = match web_paths(&flags) {
         Ok(v) => v,
         Err(err) => {
             // A flag error: exit 2, as for any other bad flag.
             error!(err = %err, "Invalid web flags");
+            return ExitCode::from(2);
+        }
+    };
+
+    let cors = match web::CorsPolicy::from_flag(&flags.cors_origin) {
+        Ok(c) => c,
+        Err(err) => {
+            error!(err = %err, "Invalid --web.cors.origin");
             return ExitCode::from(2);
         }
     };
@@ -144,6 +152,7 @@ pub fn run(flags: ServerFlags) -> ExitCode {
         config,
         external_url,
         route_prefix,
+        cors,
         &data_dir,
         push_store,
     ));
@@ -156,6 +165,7 @@ async fn serve(
     config: Config,
     external_url: String,
     route_prefix: String,
+    cors: web::CorsPolicy,
     data_dir: &DataDir,
     push_store: Arc<crate::push::store::PushStore>,
 ) -> ExitCode {
@@ -220,33 +230,50 @@ async fn serve(
     metrics.config_last_reload_successful.set(1);
     metrics.config_last_reload_success_timestamp.set(unix_now());
 
+    // --web.config.file: checked now, re-read per request and handshake.
+    let security = match &flags.web_config_file {
+        Some(path) => {
+            let sec = web::security::WebSecurity::new(path.clone());
+            match sec.load() {
+                Ok(c) => Some((sec, c.tls_enabled())),
+                Err(err) => {
+                    error!(err = %err, "Unable to validate web configuration file");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
     let app = web::router(web::AppState {
         control: control.clone(),
         metrics: metrics.clone(),
         enable_lifecycle: flags.enable_lifecycle,
         enable_remote_write_receiver: flags.enable_remote_write_receiver,
+        enable_admin_api: flags.enable_admin_api,
         route_prefix: route_prefix.clone(),
         info: Arc::new(web::ServerInfo::new(&flags)),
+        cors: Arc::new(cors),
+        lookback_delta_ms: flags.query_lookback_delta.as_millis() as i64,
         push: crate::push::http::PushState {
             store: push_store.clone(),
         },
     });
     let shutdown = control.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
-    info!(address = %flags.listen_address, route_prefix = %route_prefix, "Listening");
+    let server = tokio::spawn(serve_listener(
+        listener,
+        app,
+        security.clone(),
+        shutdown.cancelled_owned(),
+    ));
+    info!(address = %flags.listen_address, route_prefix = %route_prefix, tls = security.as_ref().is_some_and(|s| s.1), "Listening");
     if let Some(listener) = push_listener {
         let push_app = crate::push::http::listener_routes(crate::push::http::PushState {
             store: push_store.clone(),
         });
         let shutdown = control.shutdown.clone();
         tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, push_app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            if let Err(err) =
+                serve_listener(listener, push_app, security, shutdown.cancelled_owned()).await
             {
                 error!(err = %err, "Push listener stopped");
             }
@@ -376,6 +403,39 @@ async fn serve(
     ExitCode::SUCCESS
 }
 
+/// Serves `app` on `listener`, behind TLS and basic auth when the web config
+/// file asks for them.
+async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    security: Option<(Arc<web::security::WebSecurity>, bool)>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match security {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some((sec, tls)) => {
+            let app = app.layer(axum::middleware::from_fn_with_state(
+                sec.clone(),
+                web::security::auth_layer,
+            ));
+            if tls {
+                let listener = web::security::TlsListener::new(listener, sec)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            } else {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+    }
+}
+
 /// Applies a new configuration, or keeps the old one and says why.
 async fn reload(
     flags: &ServerFlags,
@@ -386,7 +446,7 @@ async fn reload(
     info!(file = %flags.config_file.display(), "Loading configuration file");
     let result = match Config::load(&flags.config_file) {
         Ok(config) => {
-            warn_unimplemented(flags, &config);
+            warn_unimplemented(&config);
             config_tx.send_replace(Arc::new(config));
             metrics.config_last_reload_successful.set(1);
             metrics.config_last_reload_success_timestamp.set(unix_now());
@@ -405,21 +465,12 @@ async fn reload(
 
 /// Says out loud which accepted settings have no effect yet, so nothing
 /// appears to work that does not.
-fn warn_unimplemented(flags: &ServerFlags, config: &Config) {
+fn warn_unimplemented(config: &Config) {
     for what in config.not_yet_acted_on() {
         warn!(
             setting = what,
             "Configuration accepted but not acted on yet"
         );
-    }
-    let flag_notes = [(
-        flags.enable_admin_api,
-        "--web.enable-admin-api (no admin endpoints in this build)",
-    )];
-    for (set, what) in flag_notes {
-        if set {
-            warn!(flag = what, "Flag accepted but not acted on yet");
-        }
     }
 }
 

@@ -398,3 +398,94 @@ pub fn require_python_module(module: &str) -> bool {
     }
     ok
 }
+
+/// Remote-writes series (`labels`, `(timestamp ms, value)` samples) to an
+/// Ember started with `--web.enable-remote-write-receiver`; panics unless 204.
+/// One series for [`write_series`]: labels and `(timestamp ms, value)` samples.
+pub type SeriesData<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+pub fn write_series(ember: &Ember, series: &[SeriesData<'_>]) {
+    use ember::remote::proto;
+    let timeseries = series
+        .iter()
+        .map(|(labels, samples)| proto::TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(n, v)| proto::Label {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| proto::Sample { value, timestamp })
+                .collect(),
+            ..proto::TimeSeries::default()
+        })
+        .collect();
+    let body = proto::encode_request(&proto::WriteRequest {
+        timeseries,
+        metadata: vec![],
+    });
+    let r = post_remote_write(&ember.url("/api/v1/write"), &body).expect("remote write");
+    assert_eq!(r.status, 204, "remote write: {}", r.body);
+}
+
+/// A Prometheus 2.42 peer with its own config, port and data directory.
+pub struct Prometheus {
+    pub port: u16,
+    pub log: PathBuf,
+    _process: KillOnDrop,
+}
+
+impl Prometheus {
+    /// Starts `prometheus` with `config` (YAML text) in `dir`, and waits
+    /// until it is ready.
+    pub fn start(dir: &Path, config: &str) -> Prometheus {
+        let port = free_port();
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("write prometheus.yml");
+        let log = dir.join("prometheus.log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("prometheus log"))
+            .spawn()
+            .expect("spawn prometheus");
+        let prom = Prometheus {
+            port,
+            log,
+            _process: KillOnDrop(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(&prom.url("/-/ready")).map(|r| r.status).unwrap_or(0) != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready:\n{}",
+                prom.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        prom
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs an instant query; returns the `data.result` array.
+    pub fn query(&self, q: &str) -> serde_json::Value {
+        let (status, v) = get_json(&self.url(&format!("/api/v1/query?query={}", enc(q))));
+        assert_eq!(status, 200, "{q}: {v}");
+        v["data"]["result"].clone()
+    }
+}

@@ -125,6 +125,13 @@ fn bool_flag(s: &str) -> Result<bool, String> {
     }
 }
 
+/// The CORS origin regex must compile once anchored, as Prometheus checks it.
+fn cors_flag(s: &str) -> Result<String, String> {
+    regex::Regex::new(&format!("^(?:{s})$"))
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("invalid --web.cors.origin regex: {e}"))
+}
+
 fn duration_flag(s: &str) -> Result<PromDuration, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
@@ -199,6 +206,14 @@ pub struct ServerFlags {
     #[arg(long = "web.route-prefix", value_name = "PATH")]
     pub route_prefix: Option<String>,
 
+    /// Regex for CORS origin. It is fully anchored. Example: 'https?://(domain1|domain2)\.com'
+    #[arg(long = "web.cors.origin", value_name = "REGEX", default_value = ".*", value_parser = cors_flag)]
+    pub cors_origin: String,
+
+    /// Path to a configuration file that can enable TLS or authentication (Prometheus's web config format).
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Enable shutdown and reload via HTTP request.
     #[arg(long = "web.enable-lifecycle", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = bool_flag)]
     pub enable_lifecycle: bool,
@@ -252,7 +267,7 @@ impl ServerFlags {
     /// `/api/v1/status/flags` lists them (unset optional flags are "").
     pub fn flag_map(&self) -> std::collections::BTreeMap<String, String> {
         let opt = |v: Option<String>| v.unwrap_or_default();
-        let pairs: [(&str, String); 18] = [
+        let pairs: [(&str, String); 20] = [
             ("config.file", self.config_file.display().to_string()),
             ("storage.tsdb.path", self.storage_path.display().to_string()),
             (
@@ -275,6 +290,14 @@ impl ServerFlags {
             ("push.listen-address", self.push_listen_address.clone()),
             ("web.external-url", opt(self.external_url.clone())),
             ("web.route-prefix", opt(self.route_prefix.clone())),
+            ("web.cors.origin", self.cors_origin.clone()),
+            (
+                "web.config.file",
+                opt(self
+                    .web_config_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())),
+            ),
             ("web.enable-lifecycle", self.enable_lifecycle.to_string()),
             ("web.enable-admin-api", self.enable_admin_api.to_string()),
             (

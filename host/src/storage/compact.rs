@@ -108,7 +108,8 @@ fn merge_blocks(
     for b in group {
         parts.push(b.read_all()?);
     }
-    let merged = merge_series(parts);
+    let mut merged = merge_series(parts);
+    storage.drop_deleted(&mut merged);
     let min_time = group
         .iter()
         .map(|b| b.meta.min_time)

@@ -13,6 +13,7 @@ pub mod head;
 pub mod index;
 pub mod lock;
 pub mod stats;
+pub mod tombstones;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
@@ -122,6 +123,8 @@ pub struct Storage {
     blocks: RwLock<Vec<Arc<Block>>>,
     /// Serializes cuts, compactions and retention with each other.
     maintenance: Mutex<()>,
+    /// Deleted intervals, hidden from reads and dropped when blocks are written.
+    tombstones: tombstones::Tombstones,
     pub metrics: StorageMetrics,
 }
 
@@ -148,6 +151,7 @@ impl Storage {
             source,
         })?;
         let blocks = load_blocks(dir)?;
+        let tombstones = tombstones::Tombstones::open(dir)?;
         let mut head = Head::new(opts.out_of_order_window_ms);
         // Samples already persisted in a block must not come back from the WAL
         // (a crash between writing a block and checkpointing leaves them there).
@@ -218,6 +222,7 @@ impl Storage {
                 wal: Mutex::new(wal),
                 blocks: RwLock::new(blocks),
                 maintenance: Mutex::new(()),
+                tombstones,
                 metrics: StorageMetrics::default(),
             },
             report,
@@ -249,7 +254,120 @@ impl Storage {
             parts.push(b.select(matchers, mint, maxt)?);
         }
         parts.push(self.head.read().select(matchers, mint, maxt));
-        Ok(compact::merge_series(parts))
+        let mut merged = compact::merge_series(parts);
+        self.tombstones.apply(&mut merged);
+        Ok(merged)
+    }
+
+    /// Deletes the samples of every series matching one of the matcher sets
+    /// in `[mint, maxt]`: a tombstone, durable before this returns.
+    pub fn delete_series(
+        &self,
+        sets: Vec<Vec<Matcher>>,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<(), StorageError> {
+        self.tombstones.add(
+            sets.into_iter()
+                .map(|matchers| tombstones::Tombstone {
+                    matchers,
+                    mint,
+                    maxt,
+                })
+                .collect(),
+        )
+    }
+
+    /// Rewrites the blocks tombstones touch without the deleted samples,
+    /// then forgets tombstones that can no longer cover head data.
+    pub fn clean_tombstones(&self) -> Result<(), StorageError> {
+        let _guard = self.maintenance.lock();
+        if self.tombstones.is_empty() {
+            return Ok(());
+        }
+        for b in self.blocks() {
+            if !self
+                .tombstones
+                .overlaps(b.meta.min_time, b.meta.max_time - 1)
+            {
+                continue;
+            }
+            let mut series = b.read_all()?;
+            if !self.tombstones.apply(&mut series) {
+                continue;
+            }
+            let meta = block::write_block(
+                &self.dir,
+                &series,
+                b.meta.min_time,
+                b.meta.max_time,
+                b.meta.compaction.clone(),
+            )?;
+            let new = Arc::new(Block::open(&self.dir.join(&meta.ulid))?);
+            tracing::info!(old = %b.meta.ulid, new = %meta.ulid, "Rewrote block without deleted samples");
+            self.replace_blocks(&[b], new)?;
+        }
+        // The head holds nothing older than its minimum valid time, and
+        // blocks are clean now.
+        let min_valid = self.head.read().min_valid_time;
+        self.tombstones.retain(|t| t.maxt >= min_valid)
+    }
+
+    /// Writes a consistent copy of the store into `dir` (which must not
+    /// exist): every block (hard links, blocks are immutable), the
+    /// tombstones, and unless `skip_head` the head's samples as one more
+    /// block. The result opens as a data directory of its own.
+    pub fn snapshot(&self, dir: &Path, skip_head: bool) -> Result<(), StorageError> {
+        let _guard = self.maintenance.lock();
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StorageError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        for b in self.blocks() {
+            let target = dir.join(&b.meta.ulid);
+            std::fs::create_dir_all(&target).map_err(io(&target))?;
+            for entry in std::fs::read_dir(b.dir()).map_err(io(b.dir()))? {
+                let entry = entry.map_err(io(b.dir()))?;
+                let to = target.join(entry.file_name());
+                if std::fs::hard_link(entry.path(), &to).is_err() {
+                    std::fs::copy(entry.path(), &to).map_err(io(&to))?;
+                }
+            }
+        }
+        let ts = self.dir.join(tombstones::TOMBSTONES_FILE);
+        if ts.exists() {
+            let to = dir.join(tombstones::TOMBSTONES_FILE);
+            std::fs::copy(&ts, &to).map_err(io(&to))?;
+        }
+        if !skip_head {
+            let (series, range) = {
+                let head = self.head.read();
+                let min_valid = head.min_valid_time;
+                match head.time_range() {
+                    Some((mint, maxt)) => {
+                        let mint = mint.max(min_valid);
+                        (head.select_all(mint, maxt), Some((mint, maxt)))
+                    }
+                    None => (Vec::new(), None),
+                }
+            };
+            if let Some((mint, maxt)) = range
+                && !series.is_empty()
+            {
+                block::write_block(
+                    dir,
+                    &series,
+                    mint,
+                    maxt.saturating_add(1),
+                    BlockCompaction {
+                        level: 1,
+                        sources: vec![],
+                    },
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// [`Storage::select`] as Arrow: one record batch per series (`timestamp`,
@@ -342,7 +460,8 @@ impl Storage {
             (start, end)
         };
         let started = Instant::now();
-        let series = self.head.read().select_all(start, end - 1);
+        let mut series = self.head.read().select_all(start, end - 1);
+        self.tombstones.apply(&mut series);
         let meta = block::write_block(
             &self.dir,
             &series,
@@ -454,6 +573,11 @@ impl Storage {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Removes samples under tombstones before data is written again.
+    fn drop_deleted(&self, series: &mut Vec<SeriesSamples>) {
+        self.tombstones.apply(series);
     }
 
     /// Swaps compacted blocks in: `new` replaces `old` for all later readers.

@@ -392,3 +392,73 @@ fn series_without_samples_after_a_cut_are_forgotten() {
     assert_eq!(got[0].samples, vec![Sample { t: 2950, v: 5.0 }]);
     assert_eq!(storage.head_stats().num_series, 11);
 }
+
+#[test]
+fn deletions_hidden_cut_away_cleaned_and_snapshotted() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open_small(dir.path(), None, None);
+    let mut app = storage.appender();
+    for t in (0..5000).step_by(100) {
+        app.append(series("a", "x"), t, 1.0);
+        app.append(series("a", "y"), t, 2.0);
+    }
+    app.commit().unwrap();
+    // Cut the first blocks, then delete across block and head data.
+    storage.run_maintenance().unwrap();
+    assert!(!storage.blocks().is_empty());
+    let x = [Matcher::eq("job", "x")];
+    storage.delete_series(vec![x.to_vec()], 500, 3999).unwrap();
+    let count = |s: &Storage, m: &[Matcher]| -> usize {
+        s.select(m, i64::MIN, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|s| s.samples.len())
+            .sum()
+    };
+    assert_eq!(count(&storage, &x), 50 - 35);
+    assert_eq!(count(&storage, &[Matcher::eq("job", "y")]), 50);
+    // Deletions survive a restart.
+    drop(storage);
+    let storage = open_small(dir.path(), None, None);
+    assert_eq!(count(&storage, &x), 15);
+    // Cleaning rewrites blocks: their files no longer hold the samples.
+    storage.clean_tombstones().unwrap();
+    let in_blocks: usize = storage
+        .blocks()
+        .iter()
+        .flat_map(|b| b.read_all().unwrap())
+        .filter(|s| s.labels.get("job") == Some("x"))
+        .map(|s| s.samples.len())
+        .sum();
+    let block_end = storage
+        .blocks()
+        .iter()
+        .map(|b| b.meta.max_time)
+        .max()
+        .unwrap();
+    assert_eq!(
+        in_blocks,
+        (0..block_end)
+            .step_by(100)
+            .filter(|t| !(500..4000).contains(t))
+            .count()
+    );
+    assert_eq!(count(&storage, &x), 15);
+    // A snapshot opens as a store of its own with the same answers.
+    let snap = dir.path().join("snapshots/s1");
+    storage.snapshot(&snap, false).unwrap();
+    let copy = Storage::open(&snap, StorageOptions::default(), |_| {})
+        .unwrap()
+        .0;
+    assert_eq!(count(&copy, &x), 15);
+    assert_eq!(count(&copy, &[Matcher::eq("job", "y")]), 50);
+    let snap2 = dir.path().join("snapshots/s2");
+    storage.snapshot(&snap2, true).unwrap();
+    let copy = Storage::open(&snap2, StorageOptions::default(), |_| {})
+        .unwrap()
+        .0;
+    assert_eq!(
+        count(&copy, &[Matcher::eq("job", "y")]) as i64,
+        block_end / 100
+    );
+}

@@ -1,11 +1,15 @@
 //! The HTTP server on `--web.listen-address`: lifecycle endpoints, `/metrics`,
 //! and (with later issues) the Prometheus API and the UI.
 
+mod admin_api;
 pub mod api;
+mod cors;
+mod federate;
 mod instrument;
 mod lifecycle;
 mod metadata_api;
 mod query_api;
+pub mod security;
 mod status_api;
 
 use std::sync::Arc;
@@ -24,10 +28,16 @@ pub struct AppState {
     pub metrics: Metrics,
     pub enable_lifecycle: bool,
     pub enable_remote_write_receiver: bool,
+    pub enable_admin_api: bool,
     pub route_prefix: String,
     pub info: Arc<ServerInfo>,
     pub push: crate::push::http::PushState,
+    pub cors: Arc<cors::CorsPolicy>,
+    /// `--query.lookback-delta`: how far back `/federate` looks.
+    pub lookback_delta_ms: i64,
 }
+
+pub use cors::CorsPolicy;
 
 /// Facts about this process for the status endpoints, fixed at start-up.
 #[derive(Debug, Default)]
@@ -85,6 +95,22 @@ pub fn router(state: AppState) -> Router {
         .merge(query_api::routes())
         .merge(metadata_api::routes())
         .merge(status_api::routes())
+        .merge(admin_api::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::require_ready,
+        ));
+    // Every `/api/v1` answer carries CORS headers (the WAL replay status
+    // too, as in Prometheus); remote write does not.
+    let api = Router::new()
+        .route("/api/v1/status/walreplay", get(wal_replay))
+        .merge(api_v1)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::layer,
+        ));
+    let federation = Router::new()
+        .route("/federate", get(federate::federate))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_ready,
@@ -92,13 +118,24 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
-        .route("/api/v1/status/walreplay", get(wal_replay))
-        .merge(api_v1)
+        .merge(api)
+        .merge(federation)
         .route(
             "/api/v1/write",
             axum::routing::post(remote_write).layer(axum::extract::DefaultBodyLimit::max(
                 REMOTE_WRITE_BODY_LIMIT,
             )),
+        )
+        .route(
+            "/api/v1/read",
+            axum::routing::post(remote_read)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    REMOTE_WRITE_BODY_LIMIT,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    api::require_ready,
+                )),
         )
         .merge(lifecycle::routes())
         .layer(axum::middleware::from_fn_with_state(
@@ -108,8 +145,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(crate::push::http::push_routes(state.push.clone()));
     let prefix = state.route_prefix.trim_end_matches('/').to_owned();
+    // Prometheus compresses every response when the client accepts gzip or
+    // deflate; the layer leaves already-encoded bodies (snappy) alone.
+    let compression = tower_http::compression::CompressionLayer::new()
+        .gzip(true)
+        .deflate(true);
     if prefix.is_empty() {
-        routes
+        routes.layer(compression)
     } else {
         // Prometheus sends a bare `/` to the prefixed UI; `<prefix>/` is the
         // same page as `<prefix>` (axum's nest only matches the latter).
@@ -125,6 +167,7 @@ pub fn router(state: AppState) -> Router {
                 get(move || async move { axum::response::Redirect::to(&target2) }),
             )
             .nest(&prefix, routes)
+            .layer(compression)
     }
 }
 
@@ -141,6 +184,56 @@ async fn wal_replay(
 
 /// Compressed remote-write bodies above this are refused (413) rather than buffered.
 const REMOTE_WRITE_BODY_LIMIT: usize = 64 << 20;
+
+/// `POST /api/v1/read`: Prometheus remote read (samples or streamed XOR chunks).
+async fn remote_read(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use crate::remote::read_handler::{self, ReadError};
+    use axum::http::{HeaderValue, StatusCode, header};
+    let Some(storage) = state.control.storage().cloned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+    };
+    let external = state
+        .control
+        .config()
+        .borrow()
+        .global
+        .external_labels
+        .clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let req = read_handler::decode(&body)?;
+        read_handler::answer(&storage, &req, &external)
+    })
+    .await;
+    match result {
+        Ok(Ok(answer)) => {
+            let mut resp = (StatusCode::OK, answer.body).into_response();
+            let h = resp.headers_mut();
+            if answer.streamed {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(read_handler::STREAMED_CONTENT_TYPE),
+                );
+            } else {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-protobuf"),
+                );
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+            }
+            resp
+        }
+        Ok(Err(ReadError::BadRequest(msg))) => (StatusCode::BAD_REQUEST, msg).into_response(),
+        Ok(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("remote read task failed: {err}"),
+        )
+            .into_response(),
+    }
+}
 
 async fn remote_write(
     axum::extract::State(state): axum::extract::State<AppState>,

@@ -27,6 +27,24 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/api/v1/parse_query", get(parse_query).post(parse_query))
+        .route(
+            "/api/v1/query_exemplars",
+            get(query_exemplars).post(query_exemplars),
+        )
+}
+
+/// Exemplars are not stored yet: parameters are checked as Prometheus
+/// checks them, and the answer is always an empty list.
+async fn query_exemplars(params: Params) -> ApiResult {
+    let start = super::api::time_param(&params, "start", super::api::MIN_TIME_MS)?;
+    let end = super::api::time_param(&params, "end", super::api::MAX_TIME_MS)?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "end timestamp must not be before start timestamp",
+        ));
+    }
+    parse_expr(&params)?;
+    Ok(super::api::success(serde_json::json!([])))
 }
 
 fn engine(state: &AppState) -> Result<&Engine, ApiError> {

@@ -56,11 +56,18 @@ async fn runtime_info(State(state): State<AppState>) -> ApiResult {
     })))
 }
 
+/// The Prometheus version whose HTTP API Ember answers like. Clients pick
+/// features by `version` (Grafana enables newer autocomplete and query
+/// endpoints from it), so it carries this, and Ember's own version is in
+/// `emberVersion`.
+pub const PROMETHEUS_COMPATIBLE_VERSION: &str = "3.0.0";
+
 /// A semver `version` and no `features` key: Grafana reads the absence of
 /// `features` as "this is Prometheus", not Mimir or Cortex.
 async fn build_info() -> ApiResult {
     Ok(success(json!({
-        "version": crate::telemetry::VERSION,
+        "version": PROMETHEUS_COMPATIBLE_VERSION,
+        "emberVersion": crate::telemetry::VERSION,
         "revision": crate::telemetry::REVISION,
         "branch": "",
         "buildUser": "",

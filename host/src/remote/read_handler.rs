@@ -1,0 +1,282 @@
+//! `POST /api/v1/read`: the server side of Prometheus remote read.
+//!
+//! A snappy-compressed `ReadRequest` holds queries (a time range and label
+//! matchers). The answer is either one snappy-compressed `ReadResponse`
+//! with raw samples (`SAMPLES`, the default), or, when the client lists
+//! `STREAMED_XOR_CHUNKS` first, a stream of frames
+//! `uvarint(length) | crc32c(message), big endian | ChunkedReadResponse`,
+//! one frame per series, each series' samples in XOR chunks of at most 120.
+//!
+//! As in Prometheus, equality matchers on this server's external labels are
+//! dropped before selecting (the data does not carry them), and the
+//! external labels are added to every returned series that lacks them.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+
+use super::proto::{
+    self, ChunkedReadResponse, ChunkedSeries, LabelMatcher, MatcherType, QueryResult, ReadRequest,
+    ReadResponse, ResponseType, TimeSeries,
+};
+use super::write_receiver::MAX_DECOMPRESSED_BYTES;
+use crate::model::{Labels, MatchOp, Matcher};
+use crate::storage::{SeriesSamples, Storage, StorageError};
+
+pub const STREAMED_CONTENT_TYPE: &str =
+    "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("storage error: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// The encoded answer and how to label it.
+pub struct ReadAnswer {
+    pub body: Vec<u8>,
+    pub streamed: bool,
+}
+
+pub fn decode(body: &[u8]) -> Result<ReadRequest, ReadError> {
+    let len = snap::raw::decompress_len(body)
+        .map_err(|e| ReadError::BadRequest(format!("snappy: {e}")))?;
+    if len > MAX_DECOMPRESSED_BYTES {
+        return Err(ReadError::BadRequest(format!(
+            "request decompresses to {len} bytes, more than the {MAX_DECOMPRESSED_BYTES} accepted"
+        )));
+    }
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| ReadError::BadRequest(format!("snappy: {e}")))?;
+    ReadRequest::decode(raw.as_slice()).map_err(|e| ReadError::BadRequest(format!("protobuf: {e}")))
+}
+
+/// Runs every query of the request and encodes the answer in the first
+/// response type Ember supports from the client's list.
+pub fn answer(
+    storage: &Storage,
+    req: &ReadRequest,
+    external: &BTreeMap<String, String>,
+) -> Result<ReadAnswer, ReadError> {
+    // Prometheus picks the first accepted type it supports; an empty list
+    // means SAMPLES.
+    let streamed = req
+        .accepted_response_types
+        .iter()
+        .find_map(|t| ResponseType::try_from(*t).ok())
+        .is_some_and(|t| t == ResponseType::StreamedXorChunks);
+    let mut results = Vec::with_capacity(req.queries.len());
+    for q in &req.queries {
+        let matchers = convert_matchers(&q.matchers, external)?;
+        results.push(storage.select(&matchers, q.start_timestamp_ms, q.end_timestamp_ms)?);
+    }
+    if streamed {
+        let mut body = Vec::new();
+        for (index, series) in results.into_iter().enumerate() {
+            for s in series {
+                let frame = ChunkedReadResponse {
+                    chunked_series: vec![chunked(&s, external)],
+                    query_index: index as i64,
+                };
+                write_frame(&mut body, &frame.encode_to_vec());
+            }
+        }
+        return Ok(ReadAnswer {
+            body,
+            streamed: true,
+        });
+    }
+    let resp = ReadResponse {
+        results: results
+            .into_iter()
+            .map(|series| QueryResult {
+                timeseries: series
+                    .into_iter()
+                    .map(|s| TimeSeries {
+                        labels: with_external(&s.labels, external),
+                        samples: s
+                            .samples
+                            .iter()
+                            .map(|x| proto::Sample {
+                                value: x.v,
+                                timestamp: x.t,
+                            })
+                            .collect(),
+                        ..TimeSeries::default()
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&resp.encode_to_vec())
+        .map_err(|e| ReadError::BadRequest(format!("snappy: {e}")))?;
+    Ok(ReadAnswer {
+        body,
+        streamed: false,
+    })
+}
+
+fn convert_matchers(
+    pb: &[LabelMatcher],
+    external: &BTreeMap<String, String>,
+) -> Result<Vec<Matcher>, ReadError> {
+    let mut out = Vec::with_capacity(pb.len());
+    for m in pb {
+        let op = match MatcherType::try_from(m.r#type) {
+            Ok(MatcherType::Eq) => MatchOp::Equal,
+            Ok(MatcherType::Neq) => MatchOp::NotEqual,
+            Ok(MatcherType::Re) => MatchOp::RegexMatch,
+            Ok(MatcherType::Nre) => MatchOp::RegexNoMatch,
+            Err(_) => {
+                return Err(ReadError::BadRequest(format!(
+                    "invalid matcher type {}",
+                    m.r#type
+                )));
+            }
+        };
+        if op == MatchOp::Equal && external.contains_key(&m.name) {
+            continue;
+        }
+        out.push(
+            Matcher::new(op, &m.name, &m.value)
+                .map_err(|e| ReadError::BadRequest(format!("invalid regex {:?}: {e}", m.value)))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The series' labels with external labels added where missing, sorted.
+fn with_external(labels: &Labels, external: &BTreeMap<String, String>) -> Vec<proto::Label> {
+    let mut all: BTreeMap<&str, &str> = external
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    for l in labels.iter() {
+        all.insert(&l.name, &l.value);
+    }
+    all.into_iter()
+        .map(|(n, v)| proto::Label {
+            name: n.to_owned(),
+            value: v.to_owned(),
+        })
+        .collect()
+}
+
+fn chunked(s: &SeriesSamples, external: &BTreeMap<String, String>) -> ChunkedSeries {
+    ChunkedSeries {
+        labels: with_external(&s.labels, external),
+        chunks: s
+            .samples
+            .chunks(super::xor::SAMPLES_PER_CHUNK)
+            .map(|c| proto::Chunk {
+                min_time_ms: c.first().map_or(0, |x| x.t),
+                max_time_ms: c.last().map_or(0, |x| x.t),
+                r#type: 1,
+                data: super::xor::encode(c),
+            })
+            .collect(),
+    }
+}
+
+fn write_frame(out: &mut Vec<u8>, msg: &[u8]) {
+    let mut len = msg.len() as u64;
+    while len >= 0x80 {
+        out.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(&crc32c::crc32c(msg).to_be_bytes());
+    out.extend_from_slice(msg);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageOptions;
+
+    fn storage() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Storage::open(dir.path(), StorageOptions::default(), |_| {}).unwrap();
+        let mut app = s.appender();
+        let l = Labels::from_pairs([("__name__", "m"), ("job", "a")]).unwrap();
+        for i in 0..250 {
+            app.append(l.clone(), i * 1000, i as f64);
+        }
+        app.commit().unwrap();
+        (dir, s)
+    }
+
+    fn request(types: &[ResponseType]) -> ReadRequest {
+        ReadRequest {
+            queries: vec![proto::Query {
+                start_timestamp_ms: 10_000,
+                end_timestamp_ms: 200_000,
+                matchers: vec![
+                    LabelMatcher {
+                        r#type: MatcherType::Eq as i32,
+                        name: "__name__".into(),
+                        value: "m".into(),
+                    },
+                    LabelMatcher {
+                        r#type: MatcherType::Eq as i32,
+                        name: "site".into(),
+                        value: "x".into(),
+                    },
+                ],
+                hints: None,
+            }],
+            accepted_response_types: types.iter().map(|t| *t as i32).collect(),
+        }
+    }
+
+    #[test]
+    fn samples_and_streamed_chunks() {
+        let (_d, s) = storage();
+        let ext = BTreeMap::from([("site".to_owned(), "x".to_owned())]);
+        let a = answer(&s, &request(&[]), &ext).unwrap();
+        assert!(!a.streamed);
+        let raw = snap::raw::Decoder::new().decompress_vec(&a.body).unwrap();
+        let resp = ReadResponse::decode(raw.as_slice()).unwrap();
+        let ts = &resp.results[0].timeseries[0];
+        assert_eq!(ts.samples.len(), 191);
+        assert_eq!(ts.labels.len(), 3);
+        assert_eq!(ts.labels[2].name, "site");
+
+        let a = answer(
+            &s,
+            &request(&[ResponseType::StreamedXorChunks, ResponseType::Samples]),
+            &ext,
+        )
+        .unwrap();
+        assert!(a.streamed);
+        let body = &a.body;
+        let (mut len, mut i, mut shift) = (0usize, 0usize, 0);
+        loop {
+            let b = body[i];
+            len |= ((b & 0x7f) as usize) << shift;
+            i += 1;
+            shift += 7;
+            if b < 0x80 {
+                break;
+            }
+        }
+        let crc = u32::from_be_bytes(body[i..i + 4].try_into().unwrap());
+        let msg = &body[i + 4..i + 4 + len];
+        assert_eq!(crc, crc32c::crc32c(msg));
+        assert_eq!(i + 4 + len, body.len());
+        let frame = ChunkedReadResponse::decode(msg).unwrap();
+        let chunks = &frame.chunked_series[0].chunks;
+        assert_eq!(chunks.len(), 2);
+        let decoded: Vec<_> = chunks
+            .iter()
+            .flat_map(|c| super::super::xor::tests::decode(&c.data))
+            .collect();
+        assert_eq!(decoded.len(), 191);
+        assert_eq!(decoded[0].t, 10_000);
+        assert_eq!(chunks[1].max_time_ms, 200_000);
+    }
+}

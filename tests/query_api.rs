@@ -416,3 +416,24 @@ fn engine_errors() {
     assert_eq!(code, 422, "{v}");
     assert_eq!(v["errorType"], "execution");
 }
+
+#[test]
+fn explain_shows_the_datafusion_plan_and_metrics() {
+    let (_setup, ember) = start();
+    let q = "sum%20by%20(job)%20(rate(up%5B5m%5D))";
+    let (code, v) = get_json(&ember.url(&format!("/api/v1/explain?query={q}&time=300")));
+    assert_eq!(code, 200, "{v}");
+    let plan = v["data"]["plan"].as_str().unwrap();
+    for op in ["PromAggregate", "PromRangeWindow", "PromSeriesScan"] {
+        assert!(plan.contains(op), "{plan}");
+    }
+    let (code, v) = get_json(&ember.url(&format!(
+        "/api/v1/explain?query={q}&start=0&end=300&step=15&analyze=true"
+    )));
+    assert_eq!(code, 200, "{v}");
+    let plan = v["data"]["plan"].as_str().unwrap();
+    assert!(plan.contains("output_rows="), "{plan}");
+    assert!(plan.contains("elapsed_compute="), "{plan}");
+    let (code, v) = get_json(&ember.url("/api/v1/explain?query=sum("));
+    assert_eq!((code, v["errorType"].as_str()), (400, Some("bad_data")));
+}

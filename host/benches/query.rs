@@ -41,14 +41,21 @@ fn series_labels(i: usize) -> Vec<Label> {
         0 | 1 => vec![
             label(
                 "__name__",
-                if kind == 0 { "http_requests_total" } else { "http_errors_total" }.into(),
+                if kind == 0 {
+                    "http_requests_total"
+                } else {
+                    "http_errors_total"
+                }
+                .into(),
             ),
             label("code", if j % 2 == 0 { "200" } else { "500" }.into()),
             label("instance", format!("host-{:04}:9100", j / 20)),
             label("job", format!("job-{}", (j / 2) % 10)),
         ],
         _ => {
-            let bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
+            let bounds = [
+                "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf",
+            ];
             vec![
                 label("__name__", "request_duration_seconds_bucket".into()),
                 label("instance", format!("host-{:04}:9100", (j / 10) / 10)),
@@ -247,7 +254,14 @@ fn main() {
         let _ = child.wait();
     }
     println!();
-    println!("| group | {} |", names.iter().map(|n| format!("{n} median / p90 ms")).collect::<Vec<_>>().join(" | "));
+    println!(
+        "| group | {} |",
+        names
+            .iter()
+            .map(|n| format!("{n} median / p90 ms"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
     for (g, group) in GROUPS.iter().enumerate() {
         let cells: Vec<String> = results[g]
             .iter()

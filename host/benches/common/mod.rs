@@ -132,4 +132,3 @@ pub fn send_round(payloads: &Arc<Vec<Vec<u8>>>, url: &str, senders: usize) {
         t.join().expect("sender");
     }
 }
-

@@ -266,7 +266,8 @@ impl PromExec {
             } => {
                 let raw = next();
                 let mut out = Vec::with_capacity(raw.len());
-                for s in raw {
+                for (k, s) in raw.into_iter().enumerate() {
+                    yield_sometimes(k).await;
                     let points =
                         selector::instant_align(&s.points, *grid, *lookback, *shift, *sample_time);
                     if !points.is_empty() {
@@ -305,7 +306,8 @@ impl PromExec {
                         }
                     }
                 }
-                for s in raw {
+                for (k, s) in raw.into_iter().enumerate() {
+                    yield_sometimes(k).await;
                     let points = selector::slide(&s.points, *grid, *range, *shift, |i, w, win| {
                         step_args.clear();
                         step_args.extend(args.iter().map(|a| a[i]));
@@ -411,6 +413,14 @@ impl PromExec {
             env.account(n).map_err(df_err)?;
         }
         Ok(out)
+    }
+}
+
+/// Lets the runtime check the query's deadline (and drop the query) in
+/// long loops over series.
+async fn yield_sometimes(k: usize) {
+    if k % 512 == 511 {
+        tokio::task::yield_now().await;
     }
 }
 

@@ -126,3 +126,45 @@ async fn sort_in_a_range_query_warns_with_position() {
         ]
     );
 }
+
+#[tokio::test]
+async fn limits_stop_queries_with_prometheus_errors() {
+    let samples: Vec<(i64, f64)> = (0..100).map(|i| (i * 15_000, i as f64)).collect();
+    let names: Vec<String> = (0..2000).map(|i| format!("s{i}")).collect();
+    let series: Vec<Vec<(&str, &str)>> = names
+        .iter()
+        .map(|n| vec![("__name__", "m"), ("id", n.as_str())])
+        .collect();
+    let input: Vec<TestSeries> = series.iter().map(|l| (&l[..], &samples[..])).collect();
+    let (_d, s) = store(&input);
+
+    let small = Engine::new(
+        s.clone(),
+        EngineOptions {
+            max_samples: 1000,
+            ..EngineOptions::default()
+        },
+    );
+    let err = small
+        .instant_query("sum(m)", 1_000_000, &QueryOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "execution");
+    assert_eq!(
+        err.to_string(),
+        "query processing would load too many samples into memory in query execution"
+    );
+
+    let e = engine(s);
+    let opts = QueryOptions {
+        timeout: Some(std::time::Duration::from_nanos(1)),
+        ..QueryOptions::default()
+    };
+    let err = e
+        .range_query("sum(rate(m[5m]))", 0, 1_500_000, 15_000, &opts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), "timeout");
+    assert_eq!(err.http_status(), 503);
+    assert_eq!(err.to_string(), "query timed out in expression evaluation");
+}

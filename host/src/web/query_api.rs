@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/api/v1/parse_query", get(parse_query).post(parse_query))
+        .route("/api/v1/explain", get(explain).post(explain))
         .route(
             "/api/v1/query_exemplars",
             get(query_exemplars).post(query_exemplars),
@@ -108,6 +109,41 @@ async fn query(State(state): State<AppState>, params: Params) -> ApiResult {
         .await
         .map_err(query_error)?;
     Ok(render(result, limit, common.stats))
+}
+
+/// Ember's own endpoint: the DataFusion plan of a PromQL query, as an
+/// instant query at `time` or, with `start`/`end`/`step`, a range query.
+/// `analyze=true` runs the query and adds each operator's rows and time.
+async fn explain(State(state): State<AppState>, params: Params) -> ApiResult {
+    let q = params.get("query");
+    if q.is_empty() {
+        return Err(empty_query_error());
+    }
+    let engine = engine(&state)?;
+    let (start, end, step) = if params.get("step").is_empty() {
+        let t = time_param(&params, "time", now_ms())?;
+        (t, t, 0)
+    } else {
+        let start =
+            parse_time(params.get("start")).map_err(|e| ApiError::invalid_param("start", e))?;
+        let end = parse_time(params.get("end")).map_err(|e| ApiError::invalid_param("end", e))?;
+        let step_ns =
+            parse_duration(params.get("step")).map_err(|e| ApiError::invalid_param("step", e))?;
+        if step_ns <= 0 || end < start {
+            return Err(ApiError::bad_data(
+                "explain needs start <= end and a positive step",
+            ));
+        }
+        (start, end, (step_ns / 1_000_000).max(1))
+    };
+    let analyze = matches!(params.get("analyze"), "1" | "true");
+    let plan = engine
+        .explain(q, start, end, step, analyze)
+        .await
+        .map_err(query_error)?;
+    Ok(success(
+        serde_json::json!({ "plan": plan, "analyzed": analyze }),
+    ))
 }
 
 async fn query_range(State(state): State<AppState>, params: Params) -> ApiResult {

@@ -48,7 +48,10 @@ fn series_labels(i: usize) -> Vec<Label> {
                 }
                 .into(),
             ),
-            label("code", if j % 2 == 0 { "200" } else { "500" }.into()),
+            label(
+                "code",
+                if j.is_multiple_of(2) { "200" } else { "500" }.into(),
+            ),
             label("instance", format!("host-{:04}:9100", j / 20)),
             label("job", format!("job-{}", (j / 2) % 10)),
         ],

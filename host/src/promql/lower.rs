@@ -283,6 +283,8 @@ impl Lowering<'_> {
                 }
                 VectorMatchCardinality::ManyToMany => Card::ManyToMany,
             };
+            matching.fill_lhs = m.fill_values.lhs.map(f64::to_bits);
+            matching.fill_rhs = m.fill_values.rhs.map(f64::to_bits);
             if let Some(lm) = &m.matching {
                 matching.on = matches!(lm, LabelModifier::Include(_));
                 matching.labels = lm.labels().labels.clone();

@@ -75,6 +75,10 @@ pub struct Matching {
     pub labels: Vec<String>,
     /// Labels copied from the "one" side (`group_left(...)`).
     pub include: Vec<String>,
+    /// `fill_left(v)` / `fill_right(v)` (as bits, to keep the type `Eq`):
+    /// the value an unmatched element on the other side is paired with.
+    pub fill_lhs: Option<u64>,
+    pub fill_rhs: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -338,8 +342,58 @@ fn vector_vector(
             });
             out[idx].points.push(Point { t, v });
         }
+        // fill modifiers: elements without a partner meet the fill value.
+        // `fill_left` stands in for a missing "many"-side element and
+        // `fill_right` for a missing "one"-side one, also under group_right.
+        let (fill_many, fill_one) = (matching.fill_lhs, matching.fill_rhs);
+        let mut filled: Vec<(Labels, bool, f64)> = Vec::new();
+        if let Some(f) = fill_one.map(f64::from_bits) {
+            for &(mi, mv) in &msteps[i] {
+                if one_by_sig.contains_key(&msig[mi]) {
+                    continue;
+                }
+                let (l, r) = if swapped { (f, mv) } else { (mv, f) };
+                if let Some(v) = fill_result(op, return_bool, l, r) {
+                    let labels = result_metric(&many[mi].labels, &Labels::default(), matching);
+                    let drop_name = many[mi].drop_name || op.is_arithmetic() || return_bool;
+                    filled.push((labels, drop_name, v));
+                }
+            }
+        }
+        if let Some(f) = fill_many.map(f64::from_bits) {
+            for &(oi, ov) in &osteps[i] {
+                if matched.contains_key(&osig[oi]) {
+                    continue;
+                }
+                let (l, r) = if swapped { (ov, f) } else { (f, ov) };
+                if let Some(v) = fill_result(op, return_bool, l, r) {
+                    // The match group's labels stand for the missing side.
+                    filled.push((osig[oi].clone(), true, v));
+                }
+            }
+        }
+        for (labels, drop_name, v) in filled {
+            let idx = *out_index.entry(labels.clone()).or_insert_with(|| {
+                out.push(SeriesData {
+                    labels,
+                    drop_name,
+                    points: Vec::new(),
+                });
+                out.len() - 1
+            });
+            out[idx].points.push(Point { t, v });
+        }
     }
     Ok(out)
+}
+
+fn fill_result(op: BinOp, return_bool: bool, l: f64, r: f64) -> Option<f64> {
+    let (v, keep) = op.apply(l, r);
+    if return_bool {
+        Some(f64::from(u8::from(keep)))
+    } else {
+        keep.then_some(v)
+    }
 }
 
 fn matching_labels_string(matching: &Matching, l: &Labels) -> String {

@@ -79,15 +79,17 @@ impl Annotations {
     }
 }
 
-/// Labels without `__name__`.
+/// Labels without the metric name, and without the `__type__` and
+/// `__unit__` labels that belong to it (Prometheus's type-and-unit labels).
 pub fn drop_metric_name(labels: &Labels) -> Labels {
-    if labels.get("__name__").is_none() {
+    const NAME_LABELS: [&str; 3] = ["__name__", "__type__", "__unit__"];
+    if !NAME_LABELS.iter().any(|n| labels.get(n).is_some()) {
         return labels.clone();
     }
     Labels::from_pairs(
         labels
             .iter()
-            .filter(|l| &*l.name != "__name__")
+            .filter(|l| !NAME_LABELS.contains(&&*l.name))
             .map(|l| (l.name.clone(), l.value.clone())),
     )
     .unwrap_or_default()

@@ -134,6 +134,12 @@ impl Labels {
         }
     }
 
+    /// Whether both are the same shared allocation (the head's canonical
+    /// copy handed out earlier): a pointer compare, no string reads.
+    pub fn same_allocation(&self, other: &Labels) -> bool {
+        std::sync::Arc::ptr_eq(&self.labels, &other.labels)
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.labels
             .binary_search_by(|l| (*l.name).cmp(name))

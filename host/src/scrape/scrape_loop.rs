@@ -97,8 +97,10 @@ struct CacheEntry {
     last_seen: u64,
     /// `last_seen` before the current scrape updated it (a failed scrape needs it).
     seen_before: u64,
-    /// Whether `labels` is the head's own copy (see `Storage::canonical_labels`).
+    /// Whether `labels` is the head's own copy (see `Storage::canonical_series`).
     canonical: bool,
+    /// The series' head slot, so commits skip the series lookup.
+    head_slot: Option<u32>,
 }
 
 /// Entries unseen for this many scrapes are evicted from the cache.
@@ -279,7 +281,7 @@ impl ScrapeLoop {
         self.scrape_id += 1;
         let id = self.scrape_id;
         let fetched = self.fetch().await;
-        let mut app_samples: Vec<(Labels, i64, f64)> = Vec::new();
+        let mut app_samples: Vec<(Labels, i64, f64, Option<u32>)> = Vec::new();
         let mut scraped = 0usize;
         let mut added = 0usize;
         let mut metadata: HashMap<String, Metadata> = HashMap::new();
@@ -288,23 +290,24 @@ impl ScrapeLoop {
                 match entry.map_err(|e| e.to_string())? {
                     Entry::Sample(sample) => {
                         scraped += 1;
-                        if !self.cache.contains_key(sample.series) {
-                            let parsed = sample
-                                .labels()
-                                .map_err(|e| format!("series {}: {e}", sample.series))?;
-                            let labels = self.series_labels(&parsed);
-                            self.cache.insert(
-                                sample.series.to_owned(),
-                                CacheEntry {
-                                    labels,
-                                    last_seen: 0,
-                                    seen_before: 0,
-                                    canonical: false,
-                                },
-                            );
-                        }
-                        let Some(entry) = self.cache.get_mut(sample.series) else {
-                            continue;
+                        // One hash of the raw series text for a known series.
+                        let entry = match self.cache.get_mut(sample.series) {
+                            Some(entry) => entry,
+                            None => {
+                                let parsed = sample
+                                    .labels()
+                                    .map_err(|e| format!("series {}: {e}", sample.series))?;
+                                let labels = self.series_labels(&parsed);
+                                self.cache
+                                    .entry(sample.series.to_owned())
+                                    .or_insert(CacheEntry {
+                                        labels,
+                                        last_seen: 0,
+                                        seen_before: 0,
+                                        canonical: false,
+                                        head_slot: None,
+                                    })
+                            }
                         };
                         if entry.last_seen == id {
                             continue; // the same series twice in one exposition
@@ -318,12 +321,13 @@ impl ScrapeLoop {
                             added += 1;
                         }
                         let labels = labels.clone();
+                        let slot = entry.head_slot;
                         self.check_label_limits(&labels)?;
                         let ts = match sample.timestamp_ms {
                             Some(ts) if self.cfg.honor_timestamps => ts,
                             _ => t,
                         };
-                        app_samples.push((labels, ts, sample.value));
+                        app_samples.push((labels, ts, sample.value, slot));
                     }
                     Entry::Help { family, help } => {
                         metadata.entry(family.into_owned()).or_default().help = help.into_owned()
@@ -357,8 +361,8 @@ impl ScrapeLoop {
         }
         let post_relabel = app_samples.len();
         let mut app = self.storage.appender();
-        for (labels, ts, v) in app_samples {
-            app.append(labels, ts, v);
+        for (labels, ts, v, slot) in app_samples {
+            app.append_hinted(labels, ts, v, slot);
         }
         // Stale markers: seen in the previous scrape but not this one; after a
         // failed scrape, everything seen before (and nothing counts as seen now).
@@ -395,10 +399,11 @@ impl ScrapeLoop {
             .filter(|e| !e.canonical && e.last_seen == id)
         {
             if let Some(labels) = &entry.labels
-                && let Some(canonical) = self.storage.canonical_labels(labels)
+                && let Some((canonical, slot)) = self.storage.canonical_series(labels)
             {
                 entry.labels = Some(canonical);
                 entry.canonical = true;
+                entry.head_slot = Some(slot);
             }
         }
         if !error.is_empty() {

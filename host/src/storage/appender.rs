@@ -12,7 +12,7 @@ use super::{Storage, StorageError};
 /// Samples waiting to be committed. Dropping it without `commit` discards them.
 pub struct Appender<'a> {
     storage: &'a Storage,
-    pending: Vec<(Labels, Sample)>,
+    pending: Vec<(Labels, Sample, Option<u32>)>,
 }
 
 /// What a commit did. Rejections keep the position of the sample in the batch
@@ -33,7 +33,14 @@ impl<'a> Appender<'a> {
     }
 
     pub fn append(&mut self, labels: Labels, t: i64, v: f64) {
-        self.pending.push((labels, Sample { t, v }));
+        self.pending.push((labels, Sample { t, v }, None));
+    }
+
+    /// [`Appender::append`] with the head slot [`Storage::canonical_series`]
+    /// gave for these labels, so the commit can skip the series lookup.
+    /// A stale hint is harmless: it is checked against the labels.
+    pub fn append_hinted(&mut self, labels: Labels, t: i64, v: f64, hint: Option<u32>) {
+        self.pending.push((labels, Sample { t, v }, hint));
     }
 
     pub fn len(&self) -> usize {
@@ -57,9 +64,13 @@ impl<'a> Appender<'a> {
         let mut new_series = Vec::new();
         let mut accepted: Vec<(u32, Sample, usize)> = Vec::with_capacity(self.pending.len());
         // Newest pending sample per series, so a batch is checked in order.
-        let mut pending_last: HashMap<u32, Sample> = HashMap::new();
-        for (i, (labels, sample)) in self.pending.into_iter().enumerate() {
-            let idx = head.get_or_create(&labels);
+        let mut pending_last: HashMap<u32, Sample, foldhash::fast::FixedState> =
+            HashMap::with_capacity_and_hasher(self.pending.len(), Default::default());
+        // Whether any series has two samples in this batch; usually not
+        // (a scrape or a remote-write request), and then no sorting is needed.
+        let mut repeated = false;
+        for (i, (labels, sample, hint)) in self.pending.into_iter().enumerate() {
+            let idx = head.resolve(&labels, hint);
             let series = head.series(idx);
             if !series.logged && !new_series.iter().any(|(id, _)| *id == series.id) {
                 new_series.push((series.id, labels));
@@ -67,9 +78,16 @@ impl<'a> Appender<'a> {
             match head.place(idx, sample, pending_last.get(&idx).copied()) {
                 Ok(Placement::Duplicate) => report.duplicates += 1,
                 Ok(_) => {
-                    let last = pending_last.entry(idx).or_insert(sample);
-                    if sample.t >= last.t {
-                        *last = sample;
+                    match pending_last.entry(idx) {
+                        std::collections::hash_map::Entry::Occupied(mut e) => {
+                            repeated = true;
+                            if sample.t >= e.get().t {
+                                e.insert(sample);
+                            }
+                        }
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(sample);
+                        }
                     }
                     accepted.push((idx, sample, i));
                 }
@@ -77,7 +95,9 @@ impl<'a> Appender<'a> {
             }
         }
         // Within a batch, out-of-order inserts may also collide with each other.
-        accepted.sort_by_key(|(idx, s, i)| (*idx, s.t, *i));
+        if repeated {
+            accepted.sort_by_key(|(idx, s, i)| (*idx, s.t, *i));
+        }
         accepted.dedup_by(|b, a| {
             if a.0 == b.0 && a.1.t == b.1.t {
                 report.rejected.push((b.2, AppendError::DuplicateTimestamp));

@@ -129,6 +129,21 @@ impl Head {
             .find(|&i| self.series[i as usize].labels == *labels)
     }
 
+    /// [`Head::get_or_create`] with a slot remembered from an earlier
+    /// commit: if that slot still holds this very label set (same
+    /// allocation), the hash-table probe is skipped.
+    pub fn resolve(&mut self, labels: &Labels, hint: Option<u32>) -> u32 {
+        if let Some(idx) = hint
+            && self
+                .series
+                .get(idx as usize)
+                .is_some_and(|s| s.labels.same_allocation(labels))
+        {
+            return idx;
+        }
+        self.get_or_create(labels)
+    }
+
     /// Finds or creates the series. Its id is the label hash unless another
     /// label set already has that id (a hash collision); then the next free
     /// id is taken, so two series are never merged.

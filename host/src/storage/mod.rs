@@ -387,6 +387,17 @@ impl Storage {
     /// The head's own copy of a label set, if the series is in the head.
     /// Callers that keep label sets across appends (scrape caches) swap
     /// theirs for it, so later lookups compare a pointer instead of strings.
+    /// [`Storage::canonical_labels`] with the series' head slot, a hint for
+    /// [`Appender::append_hinted`].
+    pub fn canonical_series(
+        &self,
+        labels: &crate::model::Labels,
+    ) -> Option<(crate::model::Labels, u32)> {
+        let head = self.head.read();
+        head.lookup(labels)
+            .map(|idx| (head.series(idx).labels.clone(), idx))
+    }
+
     pub fn canonical_labels(&self, labels: &crate::model::Labels) -> Option<crate::model::Labels> {
         let head = self.head.read();
         head.lookup(labels)

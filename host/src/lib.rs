@@ -9,6 +9,7 @@ pub mod model;
 pub mod promql;
 pub mod push;
 pub mod remote;
+pub mod rules;
 pub mod scrape;
 pub mod server;
 pub mod storage;

@@ -31,7 +31,7 @@ pub struct GroupDef {
     pub rules: Vec<RuleDef>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RuleKind {
     Recording,
     Alerting,

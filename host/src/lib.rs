@@ -2,6 +2,7 @@
 //!
 //! Each module is one subsystem; see ARCHITECTURE.md for how they connect.
 
+pub mod alerting;
 pub mod cli;
 pub mod config;
 pub mod discovery;

@@ -34,6 +34,7 @@ pub struct Control {
     engine: std::sync::OnceLock<crate::promql::Engine>,
     scraper: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
     rules: std::sync::OnceLock<Arc<crate::rules::manager::RuleManager>>,
+    notifier: std::sync::OnceLock<Arc<crate::alerting::notifier::Notifier>>,
     replay: parking_lot::Mutex<ReplayProgress>,
     reload_tx: mpsc::Sender<ReloadReply>,
     shutdown: CancellationToken,
@@ -87,6 +88,11 @@ impl Control {
     /// The rule manager, once the server is running.
     pub fn rules(&self) -> Option<&Arc<crate::rules::manager::RuleManager>> {
         self.rules.get()
+    }
+
+    /// The Alertmanager notifier, once the server is running.
+    pub fn notifier(&self) -> Option<&Arc<crate::alerting::notifier::Notifier>> {
+        self.notifier.get()
     }
 
     /// WAL replay progress in segments.
@@ -238,6 +244,7 @@ async fn serve(
         engine: std::sync::OnceLock::new(),
         scraper: std::sync::OnceLock::new(),
         rules: std::sync::OnceLock::new(),
+        notifier: std::sync::OnceLock::new(),
         replay: parking_lot::Mutex::new(ReplayProgress::default()),
         reload_tx,
         shutdown: CancellationToken::new(),
@@ -356,7 +363,24 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    let notify: crate::rules::group::NotifyFn = Arc::new(|_alerts| {});
+    let notifier = match crate::alerting::notifier::Notifier::new(
+        flags.notification_queue_capacity,
+        config_dir(&flags),
+        Some(&metrics.registry),
+    ) {
+        Ok(n) => n,
+        Err(err) => {
+            error!(err = %err, "Cannot register notifier metrics");
+            return ExitCode::FAILURE;
+        }
+    };
+    notifier.apply(&control.config().borrow().clone());
+    let _ = control.notifier.set(notifier.clone());
+    let notifying = tokio::spawn(notifier.clone().run(control.shutdown.clone()));
+    let notify: crate::rules::group::NotifyFn = {
+        let notifier = notifier.clone();
+        Arc::new(move |alerts| notifier.send(alerts))
+    };
     let rule_manager = crate::rules::manager::RuleManager::new(
         control.engine().cloned().expect("engine set above"),
         storage.clone(),
@@ -418,6 +442,12 @@ async fn serve(
         Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "In-flight requests did not finish in time"),
     }
     rule_manager.stop().await;
+    if tokio::time::timeout(Duration::from_secs(10), notifying)
+        .await
+        .is_err()
+    {
+        warn!("Alert notifications did not flush in time");
+    }
     // Scrape loops write stale markers for their series as they stop.
     if tokio::time::timeout(SHUTDOWN_GRACE, scraping)
         .await
@@ -484,6 +514,9 @@ async fn reload(
     let result = match loaded {
         Ok((config, rules)) => {
             warn_unimplemented(&config);
+            if let Some(notifier) = control.notifier() {
+                notifier.apply(&config);
+            }
             if let Some(manager) = control.rules() {
                 manager.apply(&config, rules).await;
             }

@@ -357,9 +357,6 @@ impl Config {
         {
             out.push("scrape_configs oauth2 (OAuth2 is not implemented in this build)");
         }
-        if !self.alerting.alertmanagers.is_empty() {
-            out.push("alerting (alert delivery is not implemented in this build)");
-        }
         if !self.remote_write.is_empty() {
             out.push("remote_write (the remote-write sender is not implemented in this build)");
         }

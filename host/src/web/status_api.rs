@@ -76,11 +76,20 @@ async fn build_info() -> ApiResult {
     })))
 }
 
-/// No alert notifier runs yet, so no Alertmanager is active.
-async fn alertmanagers() -> ApiResult {
+/// The Alertmanagers alerts go to, and those relabeling dropped.
+async fn alertmanagers(State(state): State<AppState>) -> ApiResult {
+    let view = state
+        .control
+        .notifier()
+        .map(|n| n.alertmanagers())
+        .unwrap_or(crate::alerting::notifier::AlertmanagerView {
+            active: Vec::new(),
+            dropped: Vec::new(),
+        });
+    let urls = |v: &[String]| v.iter().map(|u| json!({ "url": u })).collect::<Vec<_>>();
     Ok(success(json!({
-        "activeAlertmanagers": [],
-        "droppedAlertmanagers": [],
+        "activeAlertmanagers": urls(&view.active),
+        "droppedAlertmanagers": urls(&view.dropped),
     })))
 }
 

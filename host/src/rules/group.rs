@@ -783,3 +783,183 @@ impl template::Env for QueryEnv<'_> {
         self.external_url.to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::promql::EngineOptions;
+    use crate::storage::StorageOptions;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        storage: Arc<Storage>,
+        shared: Arc<Shared>,
+        sent: Arc<Mutex<Vec<OutgoingAlert>>>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), StorageOptions::default(), |_| {}).unwrap();
+        let storage = Arc::new(storage);
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let s = sent.clone();
+        let shared = Arc::new(Shared {
+            engine: Engine::new(storage.clone(), EngineOptions::default()),
+            storage: storage.clone(),
+            external_labels: BTreeMap::new(),
+            external_url: "http://ember:9090".into(),
+            for_outage_tolerance_ms: 3_600_000,
+            for_grace_period_ms: 600_000,
+            resend_delay_ms: 60_000,
+            notify: Arc::new(move |a| s.lock().extend(a)),
+            metrics: super::super::metrics::RuleMetrics::new(None).unwrap(),
+        });
+        Fixture {
+            _dir: dir,
+            storage,
+            shared,
+            sent,
+        }
+    }
+
+    fn write(storage: &Storage, name: &str, t: i64, v: f64) {
+        let mut app = storage.appender();
+        app.append(Labels::from_pairs([("__name__", name)]).unwrap(), t, v);
+        app.commit().unwrap();
+    }
+
+    fn group(f: &Fixture, text: &str) -> Group {
+        let defs = super::super::file::parse(text).unwrap();
+        Group::new("r.yml".into(), defs[0].clone(), 1000, 0, f.shared.clone())
+    }
+
+    fn value_at(storage: &Storage, name: &str, t: i64) -> Option<f64> {
+        storage
+            .select(&[Matcher::eq("__name__", name)], t, t)
+            .unwrap()
+            .into_iter()
+            .flat_map(|s| s.samples)
+            .find(|s| s.t == t)
+            .map(|s| s.v)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn recording_output_goes_stale() {
+        let f = fixture();
+        let g = group(
+            &f,
+            "groups:\n- name: g\n  rules:\n  - record: r\n    expr: m > 0\n",
+        );
+        write(&f.storage, "m", 1000, 1.0);
+        g.eval(2000).await;
+        assert_eq!(value_at(&f.storage, "r", 2000), Some(1.0));
+        write(&f.storage, "m", 2500, 0.0);
+        g.eval(3000).await;
+        let v = value_at(&f.storage, "r", 3000).unwrap();
+        assert!(crate::model::sample::is_stale_nan(v));
+        assert_eq!(g.rules[0].state.lock().health, Health::Ok);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn alert_lifecycle_with_for_and_keep_firing() {
+        let f = fixture();
+        let g = group(
+            &f,
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: m > 0\n    for: 2s\n    keep_firing_for: 2s\n    annotations:\n      s: '{{ $value }}'\n",
+        );
+        let state = |g: &Group| {
+            g.rules[0]
+                .state
+                .lock()
+                .alerts
+                .values()
+                .next()
+                .map(|a| a.state)
+        };
+        write(&f.storage, "m", 1000, 5.0);
+        g.eval(1000).await; // first evaluation: pending, restore runs, no ALERTS yet
+        assert_eq!(state(&g), Some(AlertState::Pending));
+        assert_eq!(value_at(&f.storage, "ALERTS", 1000), None);
+        g.eval(2000).await;
+        assert_eq!(state(&g), Some(AlertState::Pending));
+        assert_eq!(value_at(&f.storage, "ALERTS", 2000), Some(1.0));
+        assert!(f.sent.lock().is_empty(), "pending alerts are not sent");
+        g.eval(3000).await;
+        assert_eq!(state(&g), Some(AlertState::Firing));
+        assert_eq!(value_at(&f.storage, "ALERTS_FOR_STATE", 3000), Some(1.0));
+        {
+            let sent = f.sent.lock();
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].annotations["s"], "5");
+            assert_eq!(sent[0].starts_at_ms, 3000);
+            assert_eq!(sent[0].ends_at_ms, 3000 + 4 * 60_000);
+        }
+        // The condition clears; keep_firing_for holds the alert for 2s.
+        write(&f.storage, "m", 3500, 0.0);
+        g.eval(4000).await;
+        assert_eq!(state(&g), Some(AlertState::Firing));
+        g.eval(6000).await;
+        assert_eq!(state(&g), Some(AlertState::Inactive));
+        let sent = f.sent.lock();
+        let last = sent.last().unwrap();
+        assert_eq!(last.ends_at_ms, 6000, "resolved alerts end when resolved");
+        assert!(crate::model::sample::is_stale_nan(
+            value_at(&f.storage, "ALERTS", 6000).unwrap()
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn reload_keeps_state_of_unchanged_rules() {
+        let f = fixture();
+        let text = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: m > 0\n    for: 1h\n  - record: r\n    expr: m\n";
+        let old = group(&f, text);
+        write(&f.storage, "m", 1000, 5.0);
+        old.eval(1000).await;
+        let changed = text.replace("expr: m\n", "expr: m * 2\n");
+        let new = group(&f, &changed);
+        new.copy_state(&old);
+        let a = new.rules[0].state.lock();
+        assert_eq!(a.alerts.len(), 1);
+        assert_eq!(a.alerts.values().next().unwrap().active_at_ms, 1000);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn for_state_is_restored_after_restart() {
+        let f = fixture();
+        let text = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: m > 0\n    for: 1h\n";
+        // Before the restart: active since t=0, last seen at 20 min.
+        let mut app = f.storage.appender();
+        let labels =
+            Labels::from_pairs([("__name__", "ALERTS_FOR_STATE"), ("alertname", "A")]).unwrap();
+        app.append(labels, 1_200_000, 0.0);
+        app.commit().unwrap();
+        write(&f.storage, "m", 1_500_000, 1.0);
+        // Restarted at 25 min: 40 min were left, the 5 min outage is added.
+        let g = group(&f, text);
+        g.eval(1_500_000).await;
+        let st = g.rules[0].state.lock();
+        let a = st.alerts.values().next().unwrap();
+        assert_eq!(a.active_at_ms, 300_000);
+        assert!(st.restored);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn template_errors_mark_the_rule() {
+        let f = fixture();
+        let g = group(
+            &f,
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: vector(1)\n    annotations:\n      q: '{{ query \"sum(\" }}'\n",
+        );
+        g.eval(1000).await;
+        let st = g.rules[0].state.lock();
+        assert_eq!(st.health, Health::Err);
+        assert!(
+            st.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("error calling query")
+        );
+        let a = st.alerts.values().next().unwrap();
+        assert!(a.annotations["q"].starts_with("<error expanding template:"));
+    }
+}

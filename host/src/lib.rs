@@ -2,6 +2,7 @@
 //!
 //! Each module is one subsystem; see ARCHITECTURE.md for how they connect.
 
+pub mod alerting;
 pub mod cli;
 pub mod config;
 pub mod discovery;
@@ -9,6 +10,7 @@ pub mod model;
 pub mod promql;
 pub mod push;
 pub mod remote;
+pub mod rules;
 pub mod scrape;
 pub mod server;
 pub mod storage;

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
             CheckCommand::Config { syntax_only, files } => {
                 ember::cli::check::check_config(&files, syntax_only)
             }
+            CheckCommand::Rules { files } => ember::cli::check::check_rules(&files),
         },
         Some(Command::Tsdb { what }) => match what {
             TsdbCommand::CreateBlocksFrom {

@@ -33,6 +33,8 @@ pub struct Control {
     storage: std::sync::OnceLock<Arc<Storage>>,
     engine: std::sync::OnceLock<crate::promql::Engine>,
     scraper: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
+    rules: std::sync::OnceLock<Arc<crate::rules::manager::RuleManager>>,
+    notifier: std::sync::OnceLock<Arc<crate::alerting::notifier::Notifier>>,
     replay: parking_lot::Mutex<ReplayProgress>,
     reload_tx: mpsc::Sender<ReloadReply>,
     shutdown: CancellationToken,
@@ -83,6 +85,16 @@ impl Control {
         self.scraper.get()
     }
 
+    /// The rule manager, once the server is running.
+    pub fn rules(&self) -> Option<&Arc<crate::rules::manager::RuleManager>> {
+        self.rules.get()
+    }
+
+    /// The Alertmanager notifier, once the server is running.
+    pub fn notifier(&self) -> Option<&Arc<crate::alerting::notifier::Notifier>> {
+        self.notifier.get()
+    }
+
     /// WAL replay progress in segments.
     pub fn replay_progress(&self) -> ReplayProgress {
         *self.replay.lock()
@@ -102,6 +114,13 @@ pub fn run(flags: ServerFlags) -> ExitCode {
     };
     info!(file = %flags.config_file.display(), "Loaded configuration file");
     warn_unimplemented(&config);
+    let rules = match crate::rules::manager::load_rule_files(&config, &config_dir(&flags)) {
+        Ok(r) => r,
+        Err(err) => {
+            error!(err = %err, "Error loading rule files");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let (external_url, route_prefix) = match web_paths(&flags) {
         Ok(v) => v,
@@ -150,6 +169,7 @@ pub fn run(flags: ServerFlags) -> ExitCode {
     let code = runtime.block_on(serve(
         flags,
         config,
+        rules,
         external_url,
         route_prefix,
         cors,
@@ -160,9 +180,11 @@ pub fn run(flags: ServerFlags) -> ExitCode {
     code
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     flags: ServerFlags,
     config: Config,
+    rules: crate::rules::manager::LoadedRules,
     external_url: String,
     route_prefix: String,
     cors: web::CorsPolicy,
@@ -221,6 +243,8 @@ async fn serve(
         storage: std::sync::OnceLock::new(),
         engine: std::sync::OnceLock::new(),
         scraper: std::sync::OnceLock::new(),
+        rules: std::sync::OnceLock::new(),
+        notifier: std::sync::OnceLock::new(),
         replay: parking_lot::Mutex::new(ReplayProgress::default()),
         reload_tx,
         shutdown: CancellationToken::new(),
@@ -323,19 +347,7 @@ async fn serve(
         storage.clone(),
         control.shutdown.clone(),
     ));
-    let config_dir = flags
-        .config_file
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                std::path::Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(std::path::Path::new("."))
-        .to_owned();
-    let scraper = crate::scrape::manager::ScrapeManager::new(storage.clone(), config_dir);
+    let scraper = crate::scrape::manager::ScrapeManager::new(storage.clone(), config_dir(&flags));
     let _ = control.scraper.set(scraper.clone());
     let scraping = tokio::spawn(scraper.run(control.config(), control.shutdown.clone()));
     tokio::spawn(crate::push::ingest::run(
@@ -344,6 +356,47 @@ async fn serve(
         control.config(),
         control.shutdown.clone(),
     ));
+    let rule_metrics = match crate::rules::metrics::RuleMetrics::new(Some(&metrics.registry)) {
+        Ok(m) => m,
+        Err(err) => {
+            error!(err = %err, "Cannot register rule metrics");
+            return ExitCode::FAILURE;
+        }
+    };
+    let notifier = match crate::alerting::notifier::Notifier::new(
+        flags.notification_queue_capacity,
+        config_dir(&flags),
+        Some(&metrics.registry),
+    ) {
+        Ok(n) => n,
+        Err(err) => {
+            error!(err = %err, "Cannot register notifier metrics");
+            return ExitCode::FAILURE;
+        }
+    };
+    notifier.apply(&control.config().borrow().clone());
+    let _ = control.notifier.set(notifier.clone());
+    let notifying = tokio::spawn(notifier.clone().run(control.shutdown.clone()));
+    let notify: crate::rules::group::NotifyFn = {
+        let notifier = notifier.clone();
+        Arc::new(move |alerts| notifier.send(alerts))
+    };
+    let rule_manager = crate::rules::manager::RuleManager::new(
+        control.engine().cloned().expect("engine set above"),
+        storage.clone(),
+        crate::rules::manager::ManagerOptions {
+            external_url: control.external_url.clone(),
+            for_outage_tolerance_ms: flags.rules_for_outage_tolerance.as_millis() as i64,
+            for_grace_period_ms: flags.rules_for_grace_period.as_millis() as i64,
+            resend_delay_ms: flags.rules_resend_delay.as_millis() as i64,
+        },
+        notify,
+        rule_metrics,
+    );
+    rule_manager
+        .apply(&control.config().borrow().clone(), rules)
+        .await;
+    let _ = control.rules.set(rule_manager.clone());
     control.ready.store(true, Ordering::Release);
     progress.abort();
     metrics.ready.set(1);
@@ -354,10 +407,10 @@ async fn serve(
     loop {
         tokio::select! {
             _ = signals.hangup.recv() => {
-                let _ = reload(&flags, &config_tx, &metrics).await;
+                let _ = reload(&flags, &config_tx, &metrics, &control).await;
             }
             Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(reload(&flags, &config_tx, &metrics).await);
+                let _ = reply.send(reload(&flags, &config_tx, &metrics, &control).await);
             }
             _ = signals.terminate.recv() => {
                 info!(signal = "SIGTERM", "Received termination request, exiting gracefully");
@@ -387,6 +440,13 @@ async fn serve(
         Ok(Ok(Ok(()))) => {}
         Ok(result) => warn!(result = ?result, "Web server stopped with an error"),
         Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "In-flight requests did not finish in time"),
+    }
+    rule_manager.stop().await;
+    if tokio::time::timeout(Duration::from_secs(10), notifying)
+        .await
+        .is_err()
+    {
+        warn!("Alert notifications did not flush in time");
     }
     // Scrape loops write stale markers for their series as they stop.
     if tokio::time::timeout(SHUTDOWN_GRACE, scraping)
@@ -441,12 +501,25 @@ async fn reload(
     flags: &ServerFlags,
     config_tx: &watch::Sender<Arc<Config>>,
     metrics: &Metrics,
+    control: &Control,
 ) -> Result<(), String> {
     systemd::reloading();
     info!(file = %flags.config_file.display(), "Loading configuration file");
-    let result = match Config::load(&flags.config_file) {
-        Ok(config) => {
+    let loaded = Config::load(&flags.config_file)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            let rules = crate::rules::manager::load_rule_files(&config, &config_dir(flags))?;
+            Ok((config, rules))
+        });
+    let result = match loaded {
+        Ok((config, rules)) => {
             warn_unimplemented(&config);
+            if let Some(notifier) = control.notifier() {
+                notifier.apply(&config);
+            }
+            if let Some(manager) = control.rules() {
+                manager.apply(&config, rules).await;
+            }
             config_tx.send_replace(Arc::new(config));
             metrics.config_last_reload_successful.set(1);
             metrics.config_last_reload_success_timestamp.set(unix_now());
@@ -456,11 +529,19 @@ async fn reload(
         Err(err) => {
             metrics.config_last_reload_successful.set(0);
             error!(file = %flags.config_file.display(), err = %err, "Error reloading config; keeping the previous configuration");
-            Err(err.to_string())
+            Err(err)
         }
     };
     systemd::ready();
     result
+}
+
+/// The folder relative paths in the config file are resolved against.
+fn config_dir(flags: &ServerFlags) -> std::path::PathBuf {
+    match flags.config_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    }
 }
 
 /// Says out loud which accepted settings have no effect yet, so nothing

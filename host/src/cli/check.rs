@@ -28,13 +28,12 @@ pub fn check_config(files: &[PathBuf], syntax_only: bool) -> ExitCode {
                 );
                 if !report.rule_files.is_empty() {
                     println!("  SUCCESS: {} rule files found", report.rule_files.len());
-                    for rf in &report.rule_files {
-                        println!(
-                            "  NOTE: {}: rule contents are not checked by this build",
-                            rf.display()
-                        );
-                    }
                 }
+                println!();
+                for rf in &report.rule_files {
+                    failed |= !check_rule_file(rf);
+                }
+                continue;
             }
             Err(err) => {
                 eprintln!("  FAILED: {err}");
@@ -48,6 +47,59 @@ pub fn check_config(files: &[PathBuf], syntax_only: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `ember check rules`: promtool's `check rules`, exit code 0 when every
+/// file is valid, 1 otherwise. Duplicate recording rules are reported as
+/// promtool's default lint reports them, without failing.
+pub fn check_rules(files: &[PathBuf]) -> ExitCode {
+    if let Some(missing) = files.iter().find(|f| !f.exists()) {
+        eprintln!(
+            "ember: error: path '{}' does not exist, try --help",
+            missing.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut failed = false;
+    for file in files {
+        failed |= !check_rule_file(file);
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Checks one rule file and prints promtool's report; true when valid.
+fn check_rule_file(file: &Path) -> bool {
+    println!("Checking {}", file.display());
+    let ok = match crate::rules::file::load(file) {
+        Ok(groups) => {
+            let dups = crate::rules::file::duplicate_rules(&groups);
+            if dups.is_empty() {
+                let n: usize = groups.iter().map(|g| g.rules.len()).sum();
+                println!("  SUCCESS: {n} rules found");
+            } else {
+                let mut msg = format!("lint error {} duplicate rule(s) found.\n", dups.len());
+                for (name, labels) in &dups {
+                    msg.push_str(&format!("Metric: {name}\nLabel(s):\n"));
+                    for (k, v) in labels {
+                        msg.push_str(&format!("\t{k}: {v}\n"));
+                    }
+                }
+                msg.push_str("Might cause inconsistency while recording expressions");
+                eprintln!("  FAILED:\n{msg}");
+            }
+            true
+        }
+        Err(err) => {
+            eprintln!("  FAILED:\n{err}");
+            false
+        }
+    };
+    println!();
+    ok
 }
 
 #[derive(Default)]

@@ -99,6 +99,12 @@ pub enum CheckCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Check that rule files are valid. Exit code 0 when all are, 1 otherwise.
+    Rules {
+        /// The rule files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -242,6 +248,28 @@ pub struct ServerFlags {
     #[arg(long = "query.lookback-delta", value_name = "DURATION", default_value = "5m", value_parser = duration_flag)]
     pub query_lookback_delta: PromDuration,
 
+    /// Max time to tolerate Ember outage for restoring "for" state of alert.
+    #[arg(long = "rules.alert.for-outage-tolerance", value_name = "DURATION", default_value = "1h", value_parser = duration_flag)]
+    pub rules_for_outage_tolerance: PromDuration,
+
+    /// Minimum duration between alert and restored "for" state. This is
+    /// maintained only for alerts with configured "for" time greater than the
+    /// grace period.
+    #[arg(long = "rules.alert.for-grace-period", value_name = "DURATION", default_value = "10m", value_parser = duration_flag)]
+    pub rules_for_grace_period: PromDuration,
+
+    /// Minimum amount of time to wait before resending an alert to Alertmanager.
+    #[arg(long = "rules.alert.resend-delay", value_name = "DURATION", default_value = "1m", value_parser = duration_flag)]
+    pub rules_resend_delay: PromDuration,
+
+    /// Capacity of the queue for pending Alertmanager notifications.
+    #[arg(
+        long = "alertmanager.notification-queue-capacity",
+        value_name = "N",
+        default_value_t = 10000
+    )]
+    pub notification_queue_capacity: usize,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value = "info")]
     pub log_level: LogLevel,
@@ -267,7 +295,7 @@ impl ServerFlags {
     /// `/api/v1/status/flags` lists them (unset optional flags are "").
     pub fn flag_map(&self) -> std::collections::BTreeMap<String, String> {
         let opt = |v: Option<String>| v.unwrap_or_default();
-        let pairs: [(&str, String); 20] = [
+        let pairs: [(&str, String); 24] = [
             ("config.file", self.config_file.display().to_string()),
             ("storage.tsdb.path", self.storage_path.display().to_string()),
             (
@@ -309,6 +337,22 @@ impl ServerFlags {
             (
                 "query.lookback-delta",
                 self.query_lookback_delta.to_string(),
+            ),
+            (
+                "rules.alert.for-outage-tolerance",
+                self.rules_for_outage_tolerance.to_string(),
+            ),
+            (
+                "rules.alert.for-grace-period",
+                self.rules_for_grace_period.to_string(),
+            ),
+            (
+                "rules.alert.resend-delay",
+                self.rules_resend_delay.to_string(),
+            ),
+            (
+                "alertmanager.notification-queue-capacity",
+                self.notification_queue_capacity.to_string(),
             ),
             ("log.level", format!("{:?}", self.log_level).to_lowercase()),
             (

@@ -54,6 +54,8 @@ pub struct GlobalConfig {
     pub scrape_interval: PromDuration,
     pub scrape_timeout: PromDuration,
     pub evaluation_interval: PromDuration,
+    /// Prometheus 3's default `query_offset` for rule groups.
+    pub rule_query_offset: PromDuration,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub query_log_file: String,
     #[serde(skip_serializing_if = "LabelSet::is_empty")]
@@ -66,6 +68,7 @@ impl Default for GlobalConfig {
             scrape_interval: PromDuration::from_secs(60),
             scrape_timeout: PromDuration::from_secs(10),
             evaluation_interval: PromDuration::from_secs(60),
+            rule_query_offset: PromDuration::default(),
             query_log_file: String::new(),
             external_labels: LabelSet::new(),
         }
@@ -78,6 +81,7 @@ struct RawGlobalConfig {
     scrape_interval: Option<PromDuration>,
     scrape_timeout: Option<PromDuration>,
     evaluation_interval: Option<PromDuration>,
+    rule_query_offset: Option<PromDuration>,
     query_log_file: Option<String>,
     #[serde(default, deserialize_with = "labels::label_set")]
     external_labels: LabelSet,
@@ -111,6 +115,7 @@ impl<'de> Deserialize<'de> for GlobalConfig {
                 .evaluation_interval
                 .filter(|d| !d.is_zero())
                 .unwrap_or(defaults.evaluation_interval),
+            rule_query_offset: raw.rule_query_offset.unwrap_or_default(),
             query_log_file: raw.query_log_file.unwrap_or_default(),
             external_labels: raw.external_labels,
         })
@@ -351,12 +356,6 @@ impl Config {
             .any(|c| c.http_client.oauth2.is_some())
         {
             out.push("scrape_configs oauth2 (OAuth2 is not implemented in this build)");
-        }
-        if !self.rule_files.is_empty() {
-            out.push("rule_files (rule evaluation is not implemented in this build)");
-        }
-        if !self.alerting.alertmanagers.is_empty() {
-            out.push("alerting (alert delivery is not implemented in this build)");
         }
         if !self.remote_write.is_empty() {
             out.push("remote_write (the remote-write sender is not implemented in this build)");

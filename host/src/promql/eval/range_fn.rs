@@ -63,7 +63,7 @@ impl RangeFunc {
             "resets" => Resets,
             "deriv" => Deriv,
             "predict_linear" => PredictLinear,
-            "double_exponential_smoothing" | "holt_winters" => DoubleExponentialSmoothing,
+            "double_exponential_smoothing" => DoubleExponentialSmoothing,
             "ts_of_min_over_time" => TsOfMinOverTime,
             "ts_of_max_over_time" => TsOfMaxOverTime,
             "ts_of_last_over_time" => TsOfLastOverTime,

@@ -2,6 +2,7 @@
 import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import { MatrixSeries, formatSeries } from './api';
+import { formatTime } from './util';
 
 const PALETTE = [
   '#1f77b4', '#e6550d', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#17becf',
@@ -71,6 +72,8 @@ export function Chart({ series, startMs, endMs, stepMs, stacked }: Props) {
       focus: { alpha: 0.35 },
       legend: { live: true },
       scales: { x: { time: true } },
+      // UTC, like the End and Evaluation time fields.
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
       axes: [
         { stroke: '#555', grid: { stroke: '#eee' }, ticks: { stroke: '#ddd' } },
         {
@@ -82,7 +85,7 @@ export function Chart({ series, startMs, endMs, stepMs, stacked }: Props) {
         },
       ],
       series: [
-        { label: 'Time', value: (_u, v) => (v == null ? '–' : new Date(v * 1000).toLocaleString()) },
+        { label: 'Time (UTC)', value: (_u, v) => (v == null ? '–' : formatTime(v * 1000)) },
         ...series.map((s, i) => {
           const color = PALETTE[i % PALETTE.length];
           return {

@@ -364,7 +364,7 @@ const MAX_ROWS = 10_000;
 function TableView({ data }: { data: QueryData }) {
   if (data.resultType === 'scalar' || data.resultType === 'string') {
     return (
-      <table class="data result-table">
+      <table class="data result-table" data-testid="result-table">
         <tbody>
           <tr>
             <td>{data.resultType}</td>

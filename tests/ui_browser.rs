@@ -113,7 +113,11 @@ fn wait_for_health(ember: &Ember, prefix: &str) {
     }
 }
 
+/// One Chromium at a time: two at once starve a 2-core machine.
+static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run_browser(base: &str, shots: &Path, extra: &[&str]) {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let _ = std::fs::remove_dir_all(shots);
     let out = Command::new("node")
         .arg(repo_root().join("tests/ui/run.mjs"))

@@ -56,7 +56,7 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   ],
   viewport: { width: 1280, height: 800 },
 });
-context.setDefaultTimeout(15_000);
+context.setDefaultTimeout(30_000);
 const page = context.pages()[0] ?? (await context.newPage());
 
 // Everything must come from ember itself: no CDN, no fonts, no other host.
@@ -105,7 +105,9 @@ await section('query page: type with autocomplete, run, table', async () => {
   check(await page.evaluate(() => document.activeElement?.classList.contains('cm-content')), 'the editor has focus on load');
   await editor.click();
   await page.keyboard.type('ui_test_req');
-  const option = page.locator('.cm-tooltip-autocomplete li', { hasText: METRIC });
+  // The metric names arrive from the API after the first keystrokes; wait
+  // until the metric is the selected completion.
+  const option = page.locator('.cm-tooltip-autocomplete li[aria-selected=true]', { hasText: METRIC });
   await option.first().waitFor();
   check(true, `autocomplete offers ${METRIC}`);
   await page.keyboard.press('Enter'); // accept the completion

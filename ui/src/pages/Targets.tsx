@@ -113,10 +113,10 @@ export function TargetsPage() {
                             <td>
                               <Labels labels={t.labels} />
                             </td>
-                            <td class="nowrap" title={t.lastScrape}>
+                            <td class="nowrap" title={t.lastScrape} data-label="Last scrape">
                               {ago(t.lastScrape)}
                             </td>
-                            <td class="nowrap num">{t.lastScrapeDuration ? formatSeconds(t.lastScrapeDuration) : '–'}</td>
+                            <td class="nowrap num" data-label="Duration">{t.lastScrapeDuration ? formatSeconds(t.lastScrapeDuration) : '–'}</td>
                             <td class="error-cell">{t.lastError ? <span class="err">{t.lastError}</span> : ''}</td>
                           </tr>
                         ))}

@@ -76,7 +76,7 @@ fi
 
 # Build the web UI before cargo builds: host/build.rs embeds ui/dist and
 # fails without it. npm ci only when the lock file changed since the last
-# install; the build is quick and always run, so ui/dist matches ui/src.
+# install; the build only when a source file is newer than ui/dist.
 if ! command -v node >/dev/null 2>&1 || ! node -e '
   const [a, b] = process.versions.node.split(".").map(Number);
   process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
@@ -89,8 +89,12 @@ fi
     log "installing the UI's npm packages (npm ci in ui/)"
     npm ci --no-audit --no-fund --loglevel=error
   fi
-  log "building the web UI (npm run build in ui/)"
-  npm run --silent build >/dev/null
+  if [ ! -f dist/index.html ] ||
+     [ -n "$(find src index.html package.json package-lock.json vite.config.ts tsconfig.json \
+               -newer dist/index.html -print -quit)" ]; then
+    log "building the web UI (npm run build in ui/)"
+    npm run --silent build >/dev/null
+  fi
 )
 
 log "setup ($purpose) complete"

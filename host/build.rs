@@ -36,6 +36,22 @@ fn embed_ui() {
     let dist = manifest.join("..").join("ui").join("dist");
     // A directory: cargo re-runs this script when any file under it changes.
     println!("cargo:rerun-if-changed={}", dist.display());
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    if !manifest
+        .join("..")
+        .join("ui")
+        .join("package.json")
+        .is_file()
+    {
+        // A checkout without the UI's source (a crate-only copy, or an older
+        // tree sharing this target directory): nothing to embed.
+        std::fs::write(
+            out_dir.join("ui_assets.rs"),
+            "pub static ASSETS: &[(&str, &[u8])] = &[];\n",
+        )
+        .expect("write ui_assets.rs");
+        return;
+    }
     if !dist.join("index.html").is_file() {
         eprintln!(
             "\nerror: the web UI is not built ({} is missing).\n\
@@ -58,7 +74,6 @@ fn embed_ui() {
         );
     }
     out.push_str("];\n");
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     std::fs::write(out_dir.join("ui_assets.rs"), out).expect("write ui_assets.rs");
 }
 

@@ -110,6 +110,9 @@ await section('query page: type with autocomplete, run, table', async () => {
   const option = page.locator('.cm-tooltip-autocomplete li[aria-selected=true]', { hasText: METRIC });
   await option.first().waitFor();
   check(true, `autocomplete offers ${METRIC}`);
+  // CodeMirror ignores Enter for 75 ms after the list changes (so a fast
+  // typist does not accept by accident); let the list settle.
+  await page.waitForTimeout(400);
   await page.keyboard.press('Enter'); // accept the completion
   check((await editor.innerText()).trim() === METRIC, 'Enter accepted the completion');
   await page.keyboard.press('Enter'); // run
@@ -171,6 +174,11 @@ if (!smoke) {
     check(/g1\.expr=/.test(page.url()), 'the second panel is in the URL as g1');
     await shot('query-error');
     await second.getByRole('button', { name: 'Remove query 2' }).click();
+    // Annotations from the API (an info here) are shown with the result.
+    await page.goto(`${BASE}/graph?g0.expr=${encodeURIComponent('rate(ui_scraped_metric[1m])')}&g0.tab=1`);
+    await panel.locator('.alert.info').waitFor();
+    check((await panel.locator('.alert.info').innerText()).includes('might not be a counter'), 'the API info annotation is shown');
+    await shot('query-info');
     await panel.locator('[role=tab][data-tab=explain]').click();
     await page.goto(`${BASE}/graph?g0.expr=${encodeURIComponent('sum by (instance) (rate(' + METRIC + '[5m]))')}&g0.tab=explain`);
     const plan = panel.locator('[data-testid=explain-plan]');

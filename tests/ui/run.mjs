@@ -211,8 +211,12 @@ if (!smoke) {
     await page.keyboard.press('Enter');
     await page.waitForURL(/\/targets$/);
     check(true, 'Enter on the Targets link opens Targets');
+    // The Query link brings back the last queries of this browser tab.
+    await page.getByRole('link', { name: 'Query' }).click();
+    await panel.locator('[data-testid=result-table]').waitFor();
+    check((await panel.locator('.cm-content').innerText()).trim() === METRIC, 'the Query link restores the last query');
     // Shift+Enter is a new line, Enter runs.
-    await page.goto(`${BASE}/graph`);
+    await page.goto(`${BASE}/graph?g0.expr=&g0.tab=1`);
     await panel.locator('.cm-content').click();
     await page.keyboard.type('1 +');
     await page.keyboard.press('Shift+Enter');

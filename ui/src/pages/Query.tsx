@@ -22,6 +22,7 @@ export interface PanelState {
 }
 
 const DEFAULT_RANGE = 3600_000;
+const LAST_KEY = 'ember.query.last';
 let nextId = 0;
 
 function newPanel(expr = ''): PanelState {
@@ -69,10 +70,15 @@ export function panelsToSearch(panels: PanelState[]): string {
 }
 
 export function QueryPage() {
-  const [panels, setPanels] = useState(() => panelsFromSearch(location.search));
+  // A bare /graph (the navigation link) brings back this tab's last queries.
+  const [panels, setPanels] = useState(() =>
+    panelsFromSearch(/[?&]g0\./.test(location.search) ? location.search : (sessionStorage.getItem(LAST_KEY) ?? '')),
+  );
   useEffect(() => {
-    const url = location.pathname + panelsToSearch(panels);
+    const search = panelsToSearch(panels);
+    const url = location.pathname + search;
     if (url !== location.pathname + location.search) history.replaceState(null, '', url);
+    sessionStorage.setItem(LAST_KEY, search);
   }, [panels]);
   const update = (id: number, change: Partial<PanelState>) =>
     setPanels((ps) => ps.map((p) => (p.id === id ? { ...p, ...change } : p)));

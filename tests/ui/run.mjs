@@ -263,6 +263,47 @@ if (!smoke) {
     await shot('alerts');
   });
 
+  // Until rule evaluation lands, the API has no rules: feed the pages
+  // Prometheus-shaped answers to check that they render them.
+  await section('rules and alerts with data (stubbed API answers)', async () => {
+    const now = new Date().toISOString();
+    const alert = {
+      labels: { alertname: 'HighErrorRate', severity: 'page', instance: 'a' },
+      annotations: { summary: 'Error rate above 5%' },
+      state: 'firing',
+      activeAt: now,
+      value: '7.5e-02',
+    };
+    const groups = [
+      {
+        name: 'example',
+        file: '/etc/ember/rules.yml',
+        interval: 15,
+        evaluationTime: 0.0012,
+        lastEvaluation: now,
+        rules: [
+          { type: 'recording', name: 'job:requests:rate5m', query: 'sum by (job) (rate(ui_test_requests_total[5m]))', health: 'ok', evaluationTime: 0.0004, lastEvaluation: now, labels: {} },
+          { type: 'alerting', name: 'HighErrorRate', query: 'job:errors:ratio > 0.05', duration: 300, labels: { severity: 'page' }, annotations: { summary: 'Error rate above 5%' }, alerts: [alert], health: 'ok', state: 'firing', evaluationTime: 0.0007, lastEvaluation: now },
+          { type: 'alerting', name: 'TargetDown', query: 'up == 0', duration: 60, labels: {}, annotations: {}, alerts: [], health: 'err', lastError: 'example evaluation error', state: 'inactive', evaluationTime: 0.0002, lastEvaluation: now },
+        ],
+      },
+    ];
+    await page.route('**/api/v1/rules*', (route) =>
+      route.fulfill({ contentType: 'application/json', body: JSON.stringify({ status: 'success', data: { groups } }) }),
+    );
+    await page.goto(`${BASE}/rules`);
+    await page.locator('[data-testid=rule-group]').waitFor();
+    const rules = await page.locator('main').innerText();
+    check(rules.includes('job:requests:rate5m') && rules.includes('example evaluation error'), 'rules, their health and last error render');
+    await shot('rules-stubbed');
+    await page.goto(`${BASE}/alerts`);
+    await page.locator('details.alert-rule.firing').waitFor();
+    const alerts = await page.locator('main').innerText();
+    check(alerts.includes('1 firing') && alerts.includes('Error rate above 5%'), 'a firing alert shows its labels and annotations');
+    await shot('alerts-stubbed');
+    await page.unroute('**/api/v1/rules*');
+  });
+
   await section('status: runtime, build, plugins, flags, config, tsdb', async () => {
     await page.goto(`${BASE}/status`);
     await page.locator('[data-testid=runtime-info]').waitFor();

@@ -264,10 +264,17 @@ fn route_prefix_moves_every_endpoint() {
     assert_eq!(get(&ember.url("/ember/metrics")).unwrap().status, 200);
     assert_eq!(get(&ember.url("/ember/")).unwrap().status, 200);
     assert_eq!(get(&ember.url("/-/healthy")).unwrap().status, 404);
-    // `/` redirects to the prefix (followed by the client).
+    // `/` redirects to the prefix and on to the UI's query page (followed
+    // by the client), whose asset URLs resolve under the prefix.
     let root = get(&ember.url("/")).unwrap();
     assert_eq!(root.status, 200);
-    assert!(root.body.contains("<h1>Ember"), "{}", root.body);
+    assert!(
+        root.body.contains("<base href=\"/ember/\""),
+        "{}",
+        root.body
+    );
+    assert_eq!(get(&ember.url("/ember/targets")).unwrap().status, 200);
+    assert_eq!(get(&ember.url("/targets")).unwrap().status, 404);
 }
 
 #[test]

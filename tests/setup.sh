@@ -43,7 +43,11 @@ if [ "$purpose" = test ]; then
   command -v prometheus-alertmanager >/dev/null 2>&1 || apt_packages+=(prometheus-alertmanager)
   command -v prometheus-pushgateway >/dev/null 2>&1 || apt_packages+=(prometheus-pushgateway)
   command -v prometheus-node-exporter >/dev/null 2>&1 || apt_packages+=(prometheus-node-exporter)
+  # The UI's browser tests drive Debian's Chromium with playwright-core.
+  [ -x /usr/bin/chromium ] || apt_packages+=(chromium)
 fi
+# The web UI is built with Node.js (npm); the binary embeds ui/dist.
+command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     log "installing Debian packages: ${apt_packages[*]}"
@@ -69,5 +73,28 @@ if [ "$purpose" = test ]; then
     fi
   done
 fi
+
+# Build the web UI before cargo builds: host/build.rs embeds ui/dist and
+# fails without it. npm ci only when the lock file changed since the last
+# install; the build only when a source file is newer than ui/dist.
+if ! command -v node >/dev/null 2>&1 || ! node -e '
+  const [a, b] = process.versions.node.split(".").map(Number);
+  process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+  log "the UI build needs Node.js 20.19 or newer (found: $(node --version 2>/dev/null || echo none))"
+  exit 1
+fi
+(
+  cd ui
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    log "installing the UI's npm packages (npm ci in ui/)"
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+  if [ ! -f dist/index.html ] ||
+     [ -n "$(find src index.html package.json package-lock.json vite.config.ts tsconfig.json \
+               -newer dist/index.html -print -quit)" ]; then
+    log "building the web UI (npm run build in ui/)"
+    npm run --silent build >/dev/null
+  fi
+)
 
 log "setup ($purpose) complete"

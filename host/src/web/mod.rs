@@ -1,5 +1,5 @@
 //! The HTTP server on `--web.listen-address`: lifecycle endpoints, `/metrics`,
-//! and (with later issues) the Prometheus API and the UI.
+//! the Prometheus API and the web UI (`ui.rs`).
 
 mod admin_api;
 pub mod api;
@@ -11,11 +11,12 @@ mod metadata_api;
 mod query_api;
 pub mod security;
 mod status_api;
+pub mod ui;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::server::Control;
@@ -116,7 +117,7 @@ pub fn router(state: AppState) -> Router {
             api::require_ready,
         ));
     let routes = Router::new()
-        .route("/", get(index))
+        .merge(ui::routes(&state.route_prefix))
         .route("/metrics", get(metrics))
         .merge(api)
         .merge(federation)
@@ -362,19 +363,4 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         )
             .into_response(),
     }
-}
-
-/// A plain landing page until the web UI lands; it says what works today.
-async fn index(axum::extract::State(state): axum::extract::State<AppState>) -> Html<String> {
-    let p = state.route_prefix.trim_end_matches('/');
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Ember</title></head><body>\
-         <h1>Ember {version}</h1>\
-         <p>A Prometheus-compatible monitoring server. The query UI is not part of this build yet.</p>\
-         <ul>\
-         <li><a href=\"{p}/metrics\">{p}/metrics</a>: Ember's own metrics</li>\
-         <li><a href=\"{p}/-/healthy\">{p}/-/healthy</a> and <a href=\"{p}/-/ready\">{p}/-/ready</a>: health and readiness</li>\
-         </ul></body></html>",
-        version = crate::telemetry::VERSION,
-    ))
 }

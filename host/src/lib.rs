@@ -11,6 +11,7 @@ pub mod push;
 pub mod remote;
 pub mod scrape;
 pub mod server;
+pub mod sql;
 pub mod storage;
 pub mod systemd;
 pub mod telemetry;

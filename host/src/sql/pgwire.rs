@@ -1,0 +1,1 @@
+//! The PostgreSQL wire protocol listener (`--sql.listen-address`).

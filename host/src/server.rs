@@ -32,6 +32,7 @@ pub struct Control {
     ready: AtomicBool,
     storage: std::sync::OnceLock<Arc<Storage>>,
     engine: std::sync::OnceLock<crate::promql::Engine>,
+    sql: std::sync::OnceLock<crate::sql::SqlEngine>,
     scraper: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
     replay: parking_lot::Mutex<ReplayProgress>,
     reload_tx: mpsc::Sender<ReloadReply>,
@@ -76,6 +77,11 @@ impl Control {
     /// The PromQL engine over the store, once WAL replay has finished.
     pub fn engine(&self) -> Option<&crate::promql::Engine> {
         self.engine.get()
+    }
+
+    /// The SQL engine over the store, once WAL replay has finished.
+    pub fn sql(&self) -> Option<&crate::sql::SqlEngine> {
+        self.sql.get()
     }
 
     /// The scrape manager, once the server is running.
@@ -220,6 +226,7 @@ async fn serve(
         ready: AtomicBool::new(false),
         storage: std::sync::OnceLock::new(),
         engine: std::sync::OnceLock::new(),
+        sql: std::sync::OnceLock::new(),
         scraper: std::sync::OnceLock::new(),
         replay: parking_lot::Mutex::new(ReplayProgress::default()),
         reload_tx,
@@ -319,6 +326,17 @@ async fn serve(
             default_subquery_step_ms: evaluation_interval_ms,
         },
     ));
+    if let Some(engine) = control.engine.get() {
+        let _ = control.sql.set(crate::sql::SqlEngine::new(
+            storage.clone(),
+            engine.clone(),
+            crate::sql::SqlOptions {
+                timeout: flags.query_timeout.into(),
+                max_rows: usize::try_from(flags.sql_max_rows).unwrap_or(usize::MAX),
+                max_memory: usize::try_from(flags.sql_max_memory).unwrap_or(usize::MAX),
+            },
+        ));
+    }
     let maintenance = tokio::spawn(storage_maintenance(
         storage.clone(),
         control.shutdown.clone(),

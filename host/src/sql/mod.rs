@@ -7,6 +7,7 @@
 //! HTTP endpoint (`web/sql_api.rs`) and the PostgreSQL listener
 //! ([`pgwire`]) both run queries through [`SqlEngine`].
 
+pub mod format;
 pub mod pgwire;
 pub mod promql_fn;
 pub mod pushdown;

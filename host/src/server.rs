@@ -202,6 +202,18 @@ async fn serve(
             }
         }
     };
+    let sql_listener = if flags.sql_listen_address.is_empty() {
+        None
+    } else {
+        let addr = normalize_listen_address(&flags.sql_listen_address);
+        match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => Some(l),
+            Err(err) => {
+                error!(address = %flags.sql_listen_address, err = %err, "Cannot listen on the SQL listen address");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(err) => {
@@ -273,6 +285,21 @@ async fn serve(
         shutdown.cancelled_owned(),
     ));
     info!(address = %flags.listen_address, route_prefix = %route_prefix, tls = security.as_ref().is_some_and(|s| s.1), "Listening");
+    if let Some(listener) = sql_listener {
+        if security.as_ref().is_some_and(|s| s.1) {
+            warn!(
+                "The PostgreSQL listener does not speak TLS; web config TLS applies to HTTP only"
+            );
+        }
+        tokio::spawn(crate::sql::pgwire::serve(
+            listener,
+            control.clone(),
+            security.as_ref().map(|s| s.0.clone()),
+            control.shutdown.clone(),
+        ));
+        info!(address = %flags.sql_listen_address, "Listening for PostgreSQL clients");
+    }
+
     if let Some(listener) = push_listener {
         let push_app = crate::push::http::listener_routes(crate::push::http::PushState {
             store: push_store.clone(),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{DataFusionError, ParamValues, ScalarValue};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
@@ -160,7 +160,10 @@ fn read_only_message(message: &str) -> String {
 
 /// The root cause's message, without DataFusion's nesting.
 fn strip_context(err: &DataFusionError) -> String {
-    err.find_root().to_string()
+    match err.find_root() {
+        DataFusionError::SQL(e, _) => e.to_string(),
+        root => root.to_string(),
+    }
 }
 
 /// Line and column from DataFusion's diagnostic or sqlparser's
@@ -259,7 +262,7 @@ impl SqlEngine {
             sql,
             &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
         )
-        .map_err(|e| SqlError::planning(DataFusionError::from(e)))?;
+        .map_err(SqlError::planning)?;
         if statements.len() != 1 {
             return Err(SqlError::BadQuery {
                 message: format!(
@@ -285,11 +288,27 @@ impl SqlEngine {
             .verify_plan(&plan)
             .map_err(SqlError::planning)?;
         match params {
-            Some(p) => plan
-                .with_param_values(ParamValues::from(p))
-                .map_err(SqlError::planning),
+            Some(values) => {
+                let values = cast_params(&plan, values)?;
+                plan.with_param_values(ParamValues::from(values))
+                    .map_err(SqlError::planning)
+            }
             None => Ok(plan),
         }
+    }
+
+    /// The statements of a multi-statement string, as text (the simple
+    /// query protocol sends `SELECT 1; SELECT 2` in one message).
+    pub fn split_statements(sql: &str) -> Result<Vec<String>, SqlError> {
+        let statements = datafusion::sql::parser::DFParser::parse_sql_with_dialect(
+            sql,
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+        )
+        .map_err(SqlError::planning)?;
+        if statements.len() <= 1 {
+            return Ok(vec![sql.to_owned()]);
+        }
+        Ok(statements.iter().map(|s| s.to_string()).collect())
     }
 
     /// Runs one statement under the timeout and row limit.
@@ -330,14 +349,15 @@ impl SqlEngine {
         Ok(SqlOutput { schema, batches })
     }
 
-    /// The result schema of a statement without running it (Describe).
-    pub async fn describe(&self, sql: &str) -> Result<(SchemaRef, usize), SqlError> {
+    /// The result schema of a statement and the types DataFusion infers
+    /// for `$1`, `$2`, … without running it (Describe).
+    pub async fn describe(
+        &self,
+        sql: &str,
+    ) -> Result<(SchemaRef, Vec<Option<DataType>>), SqlError> {
         let ctx = self.context()?;
         let plan = self.plan(&ctx, sql, None).await?;
-        let params = plan
-            .get_parameter_types()
-            .map_err(SqlError::planning)?
-            .len();
+        let params = param_types(&plan)?;
         Ok((Arc::new(plan.schema().as_arrow().clone()), params))
     }
 }
@@ -370,9 +390,52 @@ fn check_statement(statement: &DfStatement) -> Result<(), SqlError> {
     }
 }
 
+/// Inferred types of `$1` … `$n` in order (`None` where DataFusion cannot tell).
+fn param_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, SqlError> {
+    let types = plan.get_parameter_types().map_err(SqlError::planning)?;
+    let mut numbered: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(name, t)| {
+            name.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|n| (n, t))
+        })
+        .collect();
+    numbered.sort_by_key(|(n, _)| *n);
+    let len = numbered.last().map_or(0, |(n, _)| *n);
+    let mut out = vec![None; len];
+    for (n, t) in numbered {
+        if n >= 1 {
+            out[n - 1] = t;
+        }
+    }
+    Ok(out)
+}
+
+/// Parameters arrive as text or loosely typed (a client sends a time as
+/// text); cast each to the type its placeholder has in the plan.
+fn cast_params(plan: &LogicalPlan, values: Vec<ScalarValue>) -> Result<Vec<ScalarValue>, SqlError> {
+    let types = param_types(plan)?;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match types.get(i) {
+            Some(Some(t)) if &v.data_type() != t && !v.is_null() => {
+                v.cast_to(t).map_err(|e| SqlError::BadQuery {
+                    message: format!("parameter ${}: {}", i + 1, e.find_root()),
+                    position: None,
+                })
+            }
+            Some(Some(t)) if v.is_null() => ScalarValue::try_from(t).map_err(SqlError::planning),
+            _ => Ok(v),
+        })
+        .collect()
+}
+
 fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

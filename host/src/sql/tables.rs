@@ -503,11 +503,11 @@ impl Layout {
                     Column::Label(_) | Column::Metric => {
                         ColBuilder::Str(StringBuilder::with_capacity(capacity, capacity * 8))
                     }
-                    Column::Labels => ColBuilder::Map(MapBuilder::new(
+                    Column::Labels => ColBuilder::Map(Box::new(MapBuilder::new(
                         None,
                         StringBuilder::new(),
                         StringBuilder::new(),
-                    )),
+                    ))),
                     Column::Timestamp | Column::FirstTime | Column::LastTime => ColBuilder::Time(
                         TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC"),
                     ),
@@ -520,7 +520,7 @@ impl Layout {
 
 enum ColBuilder {
     Str(StringBuilder),
-    Map(MapBuilder<StringBuilder, StringBuilder>),
+    Map(Box<MapBuilder<StringBuilder, StringBuilder>>),
     Time(TimestampMillisecondBuilder),
     Float(Float64Builder),
 }

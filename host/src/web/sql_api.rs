@@ -31,18 +31,15 @@ enum Format {
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
-fn format_of(param: &str, headers: &HeaderMap) -> Result<Format, Response> {
+fn format_of(param: &str, headers: &HeaderMap) -> Result<Format, String> {
     match param {
         "json" => return Ok(Format::Json),
         "csv" => return Ok(Format::Csv),
         "arrow" => return Ok(Format::Arrow),
         "" => {}
         other => {
-            return Err(error_response(
-                "bad_data",
-                StatusCode::BAD_REQUEST,
-                &format!("invalid parameter \"format\": {other:?} is not json, csv or arrow"),
-                None,
+            return Err(format!(
+                "invalid parameter \"format\": {other:?} is not json, csv or arrow"
             ));
         }
     }
@@ -65,13 +62,14 @@ fn format_of(param: &str, headers: &HeaderMap) -> Result<Format, Response> {
 
 async fn sql(State(state): State<AppState>, req: Request) -> Response {
     let headers = req.headers().clone();
+    let bad = |msg: &str| error_response("bad_data", StatusCode::BAD_REQUEST, msg, None);
     let (query, format_param) = match read_request(req).await {
         Ok(q) => q,
-        Err(resp) => return resp,
+        Err(msg) => return bad(&msg),
     };
     let format = match format_of(&format_param, &headers) {
         Ok(f) => f,
-        Err(resp) => return resp,
+        Err(msg) => return bad(&msg),
     };
     if query.trim().is_empty() {
         return error_response(
@@ -100,8 +98,8 @@ async fn sql(State(state): State<AppState>, req: Request) -> Response {
 }
 
 /// The statement and the `format` parameter.
-async fn read_request(req: Request) -> Result<(String, String), Response> {
-    let bad = |msg: String| error_response("bad_data", StatusCode::BAD_REQUEST, &msg, None);
+async fn read_request(req: Request) -> Result<(String, String), String> {
+    let bad = |msg: String| msg;
     let mut pairs: Vec<(String, String)> = req
         .uri()
         .query()

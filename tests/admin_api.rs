@@ -123,6 +123,7 @@ fn delete_clean_and_snapshot() {
             format!("--storage.tsdb.path={}", snap.display()),
             format!("--web.listen-address=127.0.0.1:{port}"),
             "--push.listen-address=".to_owned(),
+            "--sql.listen-address=".to_owned(),
         ],
         port,
         |_| {},

@@ -62,14 +62,18 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
     log "not a Debian system: install ${apt_packages[*]} yourself; tests that need them are skipped outside CI"
   fi
 fi
-# Python packages: pyarrow reads Ember's Parquet blocks; prometheus_client is
-# the official client library, a real OpenMetrics producer and Pushgateway client.
+# Python packages (module:PyPI name): pyarrow reads Ember's Parquet blocks;
+# prometheus_client is the official client library, a real OpenMetrics
+# producer and Pushgateway client; psycopg is a real PostgreSQL client for the
+# SQL listener; duckdb reads blocks directly to cross-check SQL answers.
 if [ "$purpose" = test ]; then
-  for module in pyarrow prometheus_client; do
+  for entry in pyarrow:pyarrow prometheus_client:prometheus_client "psycopg:psycopg[binary]" duckdb:duckdb; do
+    module="${entry%%:*}"
+    package="${entry#*:}"
     if ! python3 -c "import $module" >/dev/null 2>&1; then
-      log "installing $module from PyPI"
-      python3 -m pip install --quiet --disable-pip-version-check "$module" ||
-        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$module"
+      log "installing $package from PyPI"
+      python3 -m pip install --quiet --disable-pip-version-check "$package" ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$package"
     fi
   done
 fi

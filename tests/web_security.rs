@@ -82,6 +82,7 @@ fn start(setup: &Setup, web_config: &Path, push_port: Option<u16>) -> (Ember, u1
         format!("--storage.tsdb.path={}", setup.data_dir().display()),
         format!("--web.listen-address=127.0.0.1:{port}"),
         format!("--web.config.file={}", web_config.display()),
+        "--sql.listen-address=".to_owned(),
     ];
     args.push(match push_port {
         Some(p) => format!("--push.listen-address=127.0.0.1:{p}"),

@@ -172,7 +172,7 @@ fn start(name: &str, dir: &Path, config_text: &str, port: u16) -> Child {
     std::fs::write(&cfg, config_text).expect("config");
     let mut c = if name == "ember" {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ember"));
-        c.arg("--push.listen-address=");
+        c.arg("--push.listen-address=").arg("--sql.listen-address=");
         c
     } else {
         Command::new("prometheus")

@@ -13,6 +13,7 @@ pub mod remote;
 pub mod rules;
 pub mod scrape;
 pub mod server;
+pub mod sql;
 pub mod storage;
 pub mod systemd;
 pub mod telemetry;

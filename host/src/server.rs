@@ -32,6 +32,7 @@ pub struct Control {
     ready: AtomicBool,
     storage: std::sync::OnceLock<Arc<Storage>>,
     engine: std::sync::OnceLock<crate::promql::Engine>,
+    sql: std::sync::OnceLock<crate::sql::SqlEngine>,
     scraper: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
     rules: std::sync::OnceLock<Arc<crate::rules::manager::RuleManager>>,
     notifier: std::sync::OnceLock<Arc<crate::alerting::notifier::Notifier>>,
@@ -78,6 +79,11 @@ impl Control {
     /// The PromQL engine over the store, once WAL replay has finished.
     pub fn engine(&self) -> Option<&crate::promql::Engine> {
         self.engine.get()
+    }
+
+    /// The SQL engine over the store, once WAL replay has finished.
+    pub fn sql(&self) -> Option<&crate::sql::SqlEngine> {
+        self.sql.get()
     }
 
     /// The scrape manager, once the server is running.
@@ -218,6 +224,18 @@ async fn serve(
             }
         }
     };
+    let sql_listener = if flags.sql_listen_address.is_empty() {
+        None
+    } else {
+        let addr = normalize_listen_address(&flags.sql_listen_address);
+        match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => Some(l),
+            Err(err) => {
+                error!(address = %flags.sql_listen_address, err = %err, "Cannot listen on the SQL listen address");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(err) => {
@@ -242,6 +260,7 @@ async fn serve(
         ready: AtomicBool::new(false),
         storage: std::sync::OnceLock::new(),
         engine: std::sync::OnceLock::new(),
+        sql: std::sync::OnceLock::new(),
         scraper: std::sync::OnceLock::new(),
         rules: std::sync::OnceLock::new(),
         notifier: std::sync::OnceLock::new(),
@@ -290,6 +309,21 @@ async fn serve(
         shutdown.cancelled_owned(),
     ));
     info!(address = %flags.listen_address, route_prefix = %route_prefix, tls = security.as_ref().is_some_and(|s| s.1), "Listening");
+    if let Some(listener) = sql_listener {
+        if security.as_ref().is_some_and(|s| s.1) {
+            warn!(
+                "The PostgreSQL listener does not speak TLS; web config TLS applies to HTTP only"
+            );
+        }
+        tokio::spawn(crate::sql::pgwire::serve(
+            listener,
+            control.clone(),
+            security.as_ref().map(|s| s.0.clone()),
+            control.shutdown.clone(),
+        ));
+        info!(address = %flags.sql_listen_address, "Listening for PostgreSQL clients");
+    }
+
     if let Some(listener) = push_listener {
         let push_app = crate::push::http::listener_routes(crate::push::http::PushState {
             store: push_store.clone(),
@@ -343,6 +377,17 @@ async fn serve(
             default_subquery_step_ms: evaluation_interval_ms,
         },
     ));
+    if let Some(engine) = control.engine.get() {
+        let _ = control.sql.set(crate::sql::SqlEngine::new(
+            storage.clone(),
+            engine.clone(),
+            crate::sql::SqlOptions {
+                timeout: flags.query_timeout.into(),
+                max_rows: usize::try_from(flags.sql_max_rows).unwrap_or(usize::MAX),
+                max_memory: usize::try_from(flags.sql_max_memory).unwrap_or(usize::MAX),
+            },
+        ));
+    }
     let maintenance = tokio::spawn(storage_maintenance(
         storage.clone(),
         control.shutdown.clone(),

@@ -70,6 +70,9 @@ impl Setup {
         if !extra.iter().any(|a| a.starts_with("--push.listen-address")) {
             args.push("--push.listen-address=".to_owned());
         }
+        if !extra.iter().any(|a| a.starts_with("--sql.listen-address")) {
+            args.push("--sql.listen-address=".to_owned());
+        }
         if !extra.iter().any(|a| a.starts_with("--web.listen-address")) {
             args.push(format!("--web.listen-address=127.0.0.1:{port}"));
         }

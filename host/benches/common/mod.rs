@@ -81,6 +81,7 @@ pub fn servers() -> Vec<Server> {
                     ))
                     .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                     .arg("--web.enable-remote-write-receiver")
+                    .arg("--sql.listen-address=")
                     .arg("--log.level=warn");
                 c
             }),

@@ -202,6 +202,23 @@ pub struct ServerFlags {
     )]
     pub push_listen_address: String,
 
+    /// Address for the PostgreSQL wire protocol (read-only SQL, psql and BI
+    /// tools). Empty disables it.
+    #[arg(
+        long = "sql.listen-address",
+        value_name = "ADDRESS",
+        default_value = ":5433"
+    )]
+    pub sql_listen_address: String,
+
+    /// Maximum number of rows a SQL query may return.
+    #[arg(long = "sql.max-rows", value_name = "N", default_value_t = 1_000_000)]
+    pub sql_max_rows: u64,
+
+    /// Maximum memory a SQL query may hold (units B, KB, MB, GB, ...).
+    #[arg(long = "sql.max-memory", value_name = "SIZE", default_value = "1GB", value_parser = bytes_flag)]
+    pub sql_max_memory: u64,
+
     /// The URL under which Ember is externally reachable (for example behind a
     /// reverse proxy). Used for generated links; its path becomes the default
     /// route prefix. Defaults to http://<hostname>:<port>/.
@@ -295,7 +312,7 @@ impl ServerFlags {
     /// `/api/v1/status/flags` lists them (unset optional flags are "").
     pub fn flag_map(&self) -> std::collections::BTreeMap<String, String> {
         let opt = |v: Option<String>| v.unwrap_or_default();
-        let pairs: [(&str, String); 24] = [
+        let pairs: [(&str, String); 27] = [
             ("config.file", self.config_file.display().to_string()),
             ("storage.tsdb.path", self.storage_path.display().to_string()),
             (
@@ -316,6 +333,9 @@ impl ServerFlags {
             ),
             ("web.listen-address", self.listen_address.clone()),
             ("push.listen-address", self.push_listen_address.clone()),
+            ("sql.listen-address", self.sql_listen_address.clone()),
+            ("sql.max-rows", self.sql_max_rows.to_string()),
+            ("sql.max-memory", format!("{}B", self.sql_max_memory)),
             ("web.external-url", opt(self.external_url.clone())),
             ("web.route-prefix", opt(self.route_prefix.clone())),
             ("web.cors.origin", self.cors_origin.clone()),

@@ -673,6 +673,23 @@ impl Block {
         self.select(&[any], i64::MIN, i64::MAX)
     }
 
+    /// Series matching all matchers with their first and last sample time
+    /// in this block, from the series index (no samples are read).
+    pub fn series_info(&self, matchers: &[Matcher]) -> Vec<super::SeriesInfo> {
+        self.postings
+            .select(matchers)
+            .iter()
+            .map(|i| {
+                let s = &self.series[i as usize];
+                super::SeriesInfo {
+                    labels: s.labels.clone(),
+                    min_time: s.min_time,
+                    max_time: s.max_time,
+                }
+            })
+            .collect()
+    }
+
     pub fn label_names(&self) -> Vec<String> {
         self.postings.label_names()
     }

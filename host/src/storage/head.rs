@@ -388,6 +388,26 @@ impl Head {
             .collect()
     }
 
+    /// Series matching all matchers with their first and last sample time
+    /// (samples before `min_valid_time` are in blocks and not counted).
+    /// Reads the index and chunk headers only, no samples.
+    pub fn series_info(&self, matchers: &[Matcher]) -> Vec<super::SeriesInfo> {
+        self.postings
+            .select(matchers)
+            .iter()
+            .filter_map(|idx| {
+                let s = &self.series[idx as usize];
+                let first = s.samples.first_t()?.max(self.min_valid_time);
+                let last = s.samples.last()?.t;
+                (first <= last).then(|| super::SeriesInfo {
+                    labels: s.labels.clone(),
+                    min_time: first,
+                    max_time: last,
+                })
+            })
+            .collect()
+    }
+
     pub fn postings(&self) -> &Postings {
         &self.postings
     }

@@ -128,6 +128,20 @@ pub struct Storage {
     pub metrics: StorageMetrics,
 }
 
+/// A series and the time span of its samples, from the indexes alone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesInfo {
+    pub labels: crate::model::Labels,
+    pub min_time: i64,
+    pub max_time: i64,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").field("dir", &self.dir).finish()
+    }
+}
+
 /// Head statistics for status pages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeadStats {
@@ -257,6 +271,38 @@ impl Storage {
         let mut merged = compact::merge_series(parts);
         self.tombstones.apply(&mut merged);
         Ok(merged)
+    }
+
+    /// Series matching all matchers across blocks and head with their first
+    /// and last sample time, sorted by labels. Only series indexes are read,
+    /// so this is cheap; deletions (tombstones) are not subtracted, so the
+    /// times are bounds of what [`Storage::select`] returns.
+    pub fn series_info(&self, matchers: &[Matcher]) -> Vec<SeriesInfo> {
+        let mut merged: std::collections::BTreeMap<crate::model::Labels, (i64, i64)> =
+            std::collections::BTreeMap::new();
+        let mut add = |infos: Vec<SeriesInfo>| {
+            for info in infos {
+                merged
+                    .entry(info.labels)
+                    .and_modify(|(lo, hi)| {
+                        *lo = (*lo).min(info.min_time);
+                        *hi = (*hi).max(info.max_time);
+                    })
+                    .or_insert((info.min_time, info.max_time));
+            }
+        };
+        for b in self.blocks.read().iter() {
+            add(b.series_info(matchers));
+        }
+        add(self.head.read().series_info(matchers));
+        merged
+            .into_iter()
+            .map(|(labels, (min_time, max_time))| SeriesInfo {
+                labels,
+                min_time,
+                max_time,
+            })
+            .collect()
     }
 
     /// Deletes the samples of every series matching one of the matcher sets

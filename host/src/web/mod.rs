@@ -10,6 +10,7 @@ mod lifecycle;
 mod metadata_api;
 mod query_api;
 pub mod security;
+mod sql_api;
 mod status_api;
 pub mod ui;
 
@@ -97,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(metadata_api::routes())
         .merge(status_api::routes())
         .merge(admin_api::routes())
+        .merge(sql_api::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_ready,

@@ -233,6 +233,17 @@ impl WebSecurity {
         let Some((user, pass)) = auth.and_then(parse_basic) else {
             return false;
         };
+        self.verify(users, user, pass).await
+    }
+
+    /// Whether `pass` is `user`'s password in `basic_auth_users` (bcrypt,
+    /// results cached); also used by the PostgreSQL listener.
+    pub async fn verify(
+        self: &Arc<Self>,
+        users: &BTreeMap<String, String>,
+        user: String,
+        pass: String,
+    ) -> bool {
         let (hash, known) = match users.get(&user) {
             Some(h) => (h.clone(), true),
             None => (DUMMY_HASH.to_owned(), false),

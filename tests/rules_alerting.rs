@@ -119,6 +119,18 @@ fn alert_reaches_alertmanager_then_resolves() {
         "{gen_url}"
     );
 
+    // Alertmanager may hear of the alert before this evaluation's state and
+    // ALERTS samples are visible: wait for them instead of racing.
+    wait_for(
+        Duration::from_secs(10),
+        "firing alert and ALERTS in Ember",
+        || {
+            let (_, a) = get_json(&ember.url("/api/v1/alerts"));
+            let (_, q) = get_json(&ember.url(&format!("/api/v1/query?query={}", enc("ALERTS"))));
+            a["data"]["alerts"][0]["state"] == "firing"
+                && q["data"]["result"][0]["metric"]["alertstate"] == "firing"
+        },
+    );
     let (_, v) = get_json(&ember.url("/api/v1/alerts"));
     assert_eq!(v["data"]["alerts"][0]["state"], "firing");
     assert_eq!(v["data"]["alerts"][0]["value"], "1e+00");

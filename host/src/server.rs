@@ -33,6 +33,7 @@ pub struct Control {
     storage: std::sync::OnceLock<Arc<Storage>>,
     engine: std::sync::OnceLock<crate::promql::Engine>,
     scraper: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
+    plugins: std::sync::OnceLock<Arc<crate::plugins::PluginManager>>,
     replay: parking_lot::Mutex<ReplayProgress>,
     reload_tx: mpsc::Sender<ReloadReply>,
     shutdown: CancellationToken,
@@ -81,6 +82,11 @@ impl Control {
     /// The scrape manager, once the server is running.
     pub fn scraper(&self) -> Option<&Arc<crate::scrape::manager::ScrapeManager>> {
         self.scraper.get()
+    }
+
+    /// The plugin host, once the server is running.
+    pub fn plugins(&self) -> Option<&Arc<crate::plugins::PluginManager>> {
+        self.plugins.get()
     }
 
     /// WAL replay progress in segments.
@@ -221,6 +227,7 @@ async fn serve(
         storage: std::sync::OnceLock::new(),
         engine: std::sync::OnceLock::new(),
         scraper: std::sync::OnceLock::new(),
+        plugins: std::sync::OnceLock::new(),
         replay: parking_lot::Mutex::new(ReplayProgress::default()),
         reload_tx,
         shutdown: CancellationToken::new(),
@@ -336,6 +343,22 @@ async fn serve(
         .unwrap_or(std::path::Path::new("."))
         .to_owned();
     let scraper = crate::scrape::manager::ScrapeManager::new(storage.clone(), config_dir);
+    match crate::plugins::PluginManager::new(
+        flags.effective_plugins_dir(),
+        Some(flags.storage_path.join("plugins-cache")),
+        &metrics.registry,
+    ) {
+        Ok(plugins) => {
+            for problem in plugins.rescan().await {
+                warn!(err = %problem, "Plugin not loaded");
+            }
+            scraper.set_plugins(plugins.clone());
+            let _ = control.plugins.set(plugins);
+        }
+        Err(err) => {
+            error!(err = %format!("{err:#}"), "Cannot start the plugin host; plugins are disabled")
+        }
+    }
     let _ = control.scraper.set(scraper.clone());
     let scraping = tokio::spawn(scraper.run(control.config(), control.shutdown.clone()));
     tokio::spawn(crate::push::ingest::run(
@@ -354,9 +377,11 @@ async fn serve(
     loop {
         tokio::select! {
             _ = signals.hangup.recv() => {
+                rescan_plugins(&control).await;
                 let _ = reload(&flags, &config_tx, &metrics).await;
             }
             Some(reply) = reload_rx.recv() => {
+                rescan_plugins(&control).await;
                 let _ = reply.send(reload(&flags, &config_tx, &metrics).await);
             }
             _ = signals.terminate.recv() => {
@@ -432,6 +457,17 @@ async fn serve_listener(
                     .with_graceful_shutdown(shutdown)
                     .await
             }
+        }
+    }
+}
+
+/// Picks up new, changed and removed plugin files. A file that does not
+/// load is logged and shown in the plugin status; its previous version keeps
+/// running, and the reload itself goes on.
+async fn rescan_plugins(control: &Control) {
+    if let Some(plugins) = control.plugins() {
+        for problem in plugins.rescan().await {
+            warn!(err = %problem, "Plugin not loaded");
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::config::duration::PromDuration;
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginUse {
+    #[serde(default)]
     pub name: String,
     /// Handed to the plugin as JSON.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

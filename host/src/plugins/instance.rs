@@ -36,7 +36,7 @@ macro_rules! run_call {
                         Ok(Ok(Err(message))) => match $live.store.data().denied_host.clone() {
                             Some(host) => Err(CallError::new(
                                 Reason::ForbiddenHost,
-                                format!("host {host:?} is not on the allow-list: {message}"),
+                                format!("host {host:?} is not on the allow-list ({message})"),
                             )),
                             None => Err(CallError::new(Reason::PluginError, message)),
                         },

@@ -126,7 +126,7 @@ impl http::Host for State {
             let host = url.host_str().unwrap_or_default().to_owned();
             tracing::warn!(plugin = %self.settings.name, host = %host, "Plugin asked for a host that is not on its allow-list");
             self.denied_host = Some(host.clone());
-            return Err(format!("host {host:?} is not on the plugin's allow-list"));
+            return Err("request refused by the host".into());
         }
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| format!("invalid method {:?}", req.method))?;

@@ -69,7 +69,8 @@ impl Exporter for Hostile {
                 )])
             }
             "huge" => {
-                let mut family = MetricFamily::new("hostile_huge", MetricType::Gauge, "Many samples.");
+                let mut family =
+                    MetricFamily::new("hostile_huge", MetricType::Gauge, "Many samples.");
                 for i in 0..self.count {
                     family.push(&[("i", &i.to_string())], i as f64);
                 }

@@ -45,7 +45,10 @@ impl Discoverer for HttpSd {
     fn new(config: &str) -> Result<Self, String> {
         let config: Config = serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
         if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
-            return Err(format!("config: url {:?} must be http:// or https://", config.url));
+            return Err(format!(
+                "config: url {:?} must be http:// or https://",
+                config.url
+            ));
         }
         Ok(HttpSd { config })
     }
@@ -78,7 +81,10 @@ impl Discoverer for HttpSd {
             body: Vec::new(),
         })?;
         if response.status != 200 {
-            return Err(format!("{} returned HTTP {}", self.config.url, response.status));
+            return Err(format!(
+                "{} returned HTTP {}",
+                self.config.url, response.status
+            ));
         }
         let content_type = response
             .headers

@@ -42,6 +42,7 @@ compile_error!("enable one of the features `exporter`, `discoverer`, `notifier`"
 
 /// Bindings of the `exporter` world.
 #[cfg(feature = "exporter")]
+#[allow(clippy::too_many_arguments)]
 pub mod exporter {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -56,6 +57,7 @@ use exporter as world;
 
 /// Bindings of the `discoverer` world.
 #[cfg(feature = "discoverer")]
+#[allow(clippy::too_many_arguments)]
 pub mod discoverer {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -70,6 +72,7 @@ use discoverer as world;
 
 /// Bindings of the `notifier` world.
 #[cfg(feature = "notifier")]
+#[allow(clippy::too_many_arguments)]
 pub mod notifier {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -107,8 +110,8 @@ pub mod log {
 
 /// Outgoing HTTP through the host (only to hosts on the plugin's allow-list).
 pub mod http {
-    pub use super::world::ember::plugin::http::{Header, Request, Response};
     use super::world::ember::plugin::http::send as host_send;
+    pub use super::world::ember::plugin::http::{Header, Request, Response};
 
     /// Sends a request; the error says why it failed (not allowed, timeout,
     /// connection refused, response too large, ...).
@@ -127,7 +130,11 @@ pub mod http {
     }
 
     /// `POST url` with a JSON body.
-    pub fn post_json(url: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Response, String> {
+    pub fn post_json(
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<Response, String> {
         let mut all = vec![Header {
             name: "Content-Type".into(),
             value: "application/json".into(),
@@ -244,6 +251,12 @@ pub mod __private {
     /// function. A plugin instance is single-threaded; the mutex only
     /// satisfies `static`.
     pub struct Slot<T>(std::sync::Mutex<Option<T>>);
+
+    impl<T> Default for Slot<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
 
     impl<T> Slot<T> {
         pub const fn new() -> Self {

@@ -58,7 +58,10 @@ struct AlertJson<'a> {
 }
 
 fn map(labels: &[Label]) -> BTreeMap<&str, &str> {
-    labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect()
+    labels
+        .iter()
+        .map(|l| (l.name.as_str(), l.value.as_str()))
+        .collect()
 }
 
 fn status(s: AlertStatus) -> &'static str {
@@ -99,7 +102,9 @@ fn alert_json(a: &Alert) -> AlertJson<'_> {
         annotations: map(&a.annotations),
         starts_at: rfc3339(a.starts_at_ms),
         // Alertmanager sends Go's zero time for alerts without an end.
-        ends_at: a.ends_at_ms.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), rfc3339),
+        ends_at: a
+            .ends_at_ms
+            .map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), rfc3339),
         generator_url: &a.generator_url,
         fingerprint: &a.fingerprint,
     }
@@ -109,7 +114,10 @@ impl Notifier for Webhook {
     fn new(config: &str) -> Result<Self, String> {
         let config: Config = serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
         if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
-            return Err(format!("config: url {:?} must be http:// or https://", config.url));
+            return Err(format!(
+                "config: url {:?} must be http:// or https://",
+                config.url
+            ));
         }
         Ok(Webhook { config })
     }
@@ -123,7 +131,11 @@ impl Notifier for Webhook {
 
     fn notify(&mut self, group: AlertGroup) -> Result<(), String> {
         let max = self.config.max_alerts;
-        let keep = if max == 0 { group.alerts.len() } else { group.alerts.len().min(max) };
+        let keep = if max == 0 {
+            group.alerts.len()
+        } else {
+            group.alerts.len().min(max)
+        };
         let payload = Payload {
             version: "4",
             group_key: &group.group_key,
@@ -142,7 +154,10 @@ impl Notifier for Webhook {
         if !(200..300).contains(&response.status) {
             let text = String::from_utf8_lossy(&response.body);
             let text: String = text.chars().take(200).collect();
-            return Err(format!("{} returned HTTP {}: {text}", self.config.url, response.status));
+            return Err(format!(
+                "{} returned HTTP {}: {text}",
+                self.config.url, response.status
+            ));
         }
         Ok(())
     }
@@ -155,6 +170,9 @@ mod tests {
     #[test]
     fn rfc3339_formats() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            super::rfc3339(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
     }
 }

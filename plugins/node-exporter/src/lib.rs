@@ -1,0 +1,254 @@
+//! A subset of Prometheus's node_exporter as a plugin: the `meminfo`,
+//! `loadavg` and `stat` collectors, with node_exporter's metric names, help
+//! texts and values. Needs `/proc` granted read-only:
+//!
+//! ```yaml
+//! plugin:
+//!   name: node-exporter
+//!   read_only_dirs: [/proc]
+//!   config:
+//!     collectors: [meminfo, loadavg, stat]   # default: all three
+//!     proc_path: /proc                       # default
+//! ```
+
+use ember_plugin_sdk::{Exporter, MetricFamily, MetricType, PluginInfo};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "all_collectors")]
+    collectors: Vec<String>,
+    #[serde(default = "default_proc")]
+    proc_path: String,
+}
+
+fn all_collectors() -> Vec<String> {
+    vec!["meminfo".into(), "loadavg".into(), "stat".into()]
+}
+
+fn default_proc() -> String {
+    "/proc".into()
+}
+
+struct NodeExporter {
+    config: Config,
+}
+
+/// Clock ticks per second of `/proc/stat` (USER_HZ, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+fn read(path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))
+}
+
+fn parse_f64(s: &str, what: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .map_err(|e| format!("{what}: invalid number {s:?}: {e}"))
+}
+
+/// `/proc/meminfo` → `node_memory_*`, as node_exporter's meminfo collector.
+fn meminfo(text: &str) -> Result<Vec<MetricFamily>, String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.len() < 2 {
+            continue;
+        }
+        let Some(raw) = parts[0].strip_suffix(':') else {
+            continue;
+        };
+        // "Active(anon)" becomes "Active_anon".
+        let mut key = match raw.split_once('(') {
+            Some((a, b)) => format!("{a}_{}", b.trim_end_matches(')')),
+            None => raw.to_owned(),
+        };
+        let mut value = parse_f64(parts[1], "meminfo")?;
+        match parts.len() {
+            2 => {}
+            3 if parts[2] == "kB" => {
+                value *= 1024.0;
+                key.push_str("_bytes");
+            }
+            _ => return Err(format!("meminfo: malformed line {line:?}")),
+        }
+        let help = format!("Memory information field {key}.");
+        out.push(MetricFamily::gauge(
+            &format!("node_memory_{key}"),
+            &help,
+            value,
+        ));
+    }
+    Ok(out)
+}
+
+/// `/proc/loadavg` → `node_load1/5/15`.
+fn loadavg(text: &str) -> Result<Vec<MetricFamily>, String> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    if parts.len() < 3 {
+        return Err(format!("loadavg: malformed {text:?}"));
+    }
+    Ok(vec![
+        MetricFamily::gauge(
+            "node_load1",
+            "1m load average.",
+            parse_f64(parts[0], "loadavg")?,
+        ),
+        MetricFamily::gauge(
+            "node_load5",
+            "5m load average.",
+            parse_f64(parts[1], "loadavg")?,
+        ),
+        MetricFamily::gauge(
+            "node_load15",
+            "15m load average.",
+            parse_f64(parts[2], "loadavg")?,
+        ),
+    ])
+}
+
+/// `/proc/stat` → CPU seconds, boot time, context switches, forks,
+/// interrupts, running and blocked processes.
+fn stat(text: &str) -> Result<Vec<MetricFamily>, String> {
+    let mut cpu = MetricFamily::new(
+        "node_cpu_seconds_total",
+        MetricType::Counter,
+        "Seconds the CPUs spent in each mode.",
+    );
+    let mut guest = MetricFamily::new(
+        "node_cpu_guest_seconds_total",
+        MetricType::Counter,
+        "Seconds the CPUs spent in guests (VMs) for each mode.",
+    );
+    let mut out = Vec::new();
+    let counter = |name: &str, help: &str, v: f64| {
+        let mut f = MetricFamily::gauge(name, help, v);
+        f.type_ = MetricType::Counter;
+        f
+    };
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let Some(first) = parts.first() else { continue };
+        match *first {
+            "cpu" => {}
+            name if name.starts_with("cpu") => {
+                let id = &name[3..];
+                let modes = [
+                    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+                ];
+                for (i, mode) in modes.iter().enumerate() {
+                    if let Some(v) = parts.get(i + 1) {
+                        cpu.push(
+                            &[("cpu", id), ("mode", mode)],
+                            parse_f64(v, "stat")? / USER_HZ,
+                        );
+                    }
+                }
+                for (i, mode) in ["user", "nice"].iter().enumerate() {
+                    if let Some(v) = parts.get(i + 9) {
+                        guest.push(
+                            &[("cpu", id), ("mode", mode)],
+                            parse_f64(v, "stat")? / USER_HZ,
+                        );
+                    }
+                }
+            }
+            "intr" => {
+                if let Some(v) = parts.get(1) {
+                    out.push(counter(
+                        "node_intr_total",
+                        "Total number of interrupts serviced.",
+                        parse_f64(v, "stat")?,
+                    ));
+                }
+            }
+            "ctxt" => {
+                if let Some(v) = parts.get(1) {
+                    out.push(counter(
+                        "node_context_switches_total",
+                        "Total number of context switches.",
+                        parse_f64(v, "stat")?,
+                    ));
+                }
+            }
+            "processes" => {
+                if let Some(v) = parts.get(1) {
+                    out.push(counter(
+                        "node_forks_total",
+                        "Total number of forks.",
+                        parse_f64(v, "stat")?,
+                    ));
+                }
+            }
+            "btime" => {
+                if let Some(v) = parts.get(1) {
+                    out.push(MetricFamily::gauge(
+                        "node_boot_time_seconds",
+                        "Node boot time, in unixtime.",
+                        parse_f64(v, "stat")?,
+                    ));
+                }
+            }
+            "procs_running" => {
+                if let Some(v) = parts.get(1) {
+                    out.push(MetricFamily::gauge(
+                        "node_procs_running",
+                        "Number of processes in runnable state.",
+                        parse_f64(v, "stat")?,
+                    ));
+                }
+            }
+            "procs_blocked" => {
+                if let Some(v) = parts.get(1) {
+                    out.push(MetricFamily::gauge(
+                        "node_procs_blocked",
+                        "Number of processes blocked waiting for I/O to complete.",
+                        parse_f64(v, "stat")?,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.insert(0, guest);
+    out.insert(0, cpu);
+    Ok(out)
+}
+
+impl Exporter for NodeExporter {
+    fn new(config: &str) -> Result<Self, String> {
+        let config: Config = serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
+        for c in &config.collectors {
+            if !matches!(c.as_str(), "meminfo" | "loadavg" | "stat") {
+                return Err(format!(
+                    "config: unknown collector {c:?} (known: meminfo, loadavg, stat)"
+                ));
+            }
+        }
+        Ok(NodeExporter { config })
+    }
+
+    fn describe() -> PluginInfo {
+        let mut info = PluginInfo::new("node-exporter", env!("CARGO_PKG_VERSION"));
+        info.description = "node_exporter's meminfo, loadavg and stat collectors".into();
+        info.wants_directories = vec!["/proc".into()];
+        info
+    }
+
+    fn collect(&mut self) -> Result<Vec<MetricFamily>, String> {
+        let proc_path = self.config.proc_path.trim_end_matches('/');
+        let mut out = Vec::new();
+        for collector in &self.config.collectors {
+            let families = match collector.as_str() {
+                "meminfo" => meminfo(&read(&format!("{proc_path}/meminfo"))?)?,
+                "loadavg" => loadavg(&read(&format!("{proc_path}/loadavg"))?)?,
+                "stat" => stat(&read(&format!("{proc_path}/stat"))?)?,
+                _ => Vec::new(),
+            };
+            out.extend(families);
+        }
+        Ok(out)
+    }
+}
+
+ember_plugin_sdk::export_exporter!(NodeExporter);

@@ -515,3 +515,36 @@ fn reload_picks_up_new_changed_and_broken_plugins() {
     let (_, body) = get_json(&ember.url("/api/v1/status/plugins"));
     assert_eq!(body["data"].as_array().map(Vec::len), Some(0), "{body}");
 }
+
+#[test]
+fn quickstart_config_and_custom_exporter_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = run(&[
+        "check",
+        "config",
+        root.join("examples/quickstart/ember.yml").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The example builds the way its README says and loads as an exporter.
+    let target = Path::new(EMBER)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("plugins");
+    let status = std::process::Command::new("cargo")
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(root.join("examples/custom-exporter"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let wasm = target.join("wasm32-wasip2/release/custom_exporter.wasm");
+    let out = run(&["plugin", "check", wasm.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ember:plugin/exporter@0.1.0"), "{stdout}");
+}

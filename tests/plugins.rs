@@ -548,3 +548,21 @@ fn quickstart_config_and_custom_exporter_example() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ember:plugin/exporter@0.1.0"), "{stdout}");
 }
+
+#[test]
+fn compiled_plugins_are_cached_across_restarts() {
+    let setup = Setup::new();
+    install(&setup, "hostile");
+    setup.write_config(MINIMAL_CONFIG);
+    let mut first = setup.start(&[]);
+    first.wait_ready();
+    assert!(first.logs().contains("cached=false"), "{}", first.logs());
+    drop(first);
+    let cache = setup.data_dir().join("plugins-cache");
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "one compiled component in {}", cache.display());
+
+    let mut second = setup.start(&[]);
+    second.wait_ready();
+    assert!(second.logs().contains("cached=true"), "{}", second.logs());
+}

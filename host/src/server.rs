@@ -379,10 +379,12 @@ async fn serve(
             _ = signals.hangup.recv() => {
                 rescan_plugins(&control).await;
                 let _ = reload(&flags, &config_tx, &metrics).await;
+                forget_unused_plugin_instances(&control);
             }
             Some(reply) = reload_rx.recv() => {
                 rescan_plugins(&control).await;
                 let _ = reply.send(reload(&flags, &config_tx, &metrics).await);
+                forget_unused_plugin_instances(&control);
             }
             _ = signals.terminate.recv() => {
                 info!(signal = "SIGTERM", "Received termination request, exiting gracefully");
@@ -469,6 +471,21 @@ async fn rescan_plugins(control: &Control) {
         for problem in plugins.rescan().await {
             warn!(err = %problem, "Plugin not loaded");
         }
+    }
+}
+
+/// Drops plugin instances that no use in the configuration in force needs
+/// any more (their config, grants or limits changed or the job is gone).
+fn forget_unused_plugin_instances(control: &Control) {
+    if let Some(plugins) = control.plugins() {
+        let config = control.config().borrow().clone();
+        plugins.retain_instances(|instance| {
+            config
+                .scrape_configs
+                .iter()
+                .flat_map(|c| c.plugin.iter().chain(&c.plugin_sd_configs))
+                .any(|u| u.settings(None).same_use(instance.settings()))
+        });
     }
 }
 

@@ -66,6 +66,19 @@ pub struct PluginSettings {
 }
 
 impl PluginSettings {
+    /// Whether two settings describe the same use of a plugin, whatever
+    /// deadline the caller imposes (an exporter's is capped by its scrape
+    /// timeout).
+    pub fn same_use(&self, other: &PluginSettings) -> bool {
+        self.name == other.name
+            && self.config_json == other.config_json
+            && self.allow_hosts == other.allow_hosts
+            && self.read_only_dirs == other.read_only_dirs
+            && self.limits.max_memory_bytes == other.limits.max_memory_bytes
+            && self.limits.max_response_bytes == other.limits.max_response_bytes
+            && self.limits.max_samples == other.limits.max_samples
+    }
+
     pub fn new(name: &str) -> PluginSettings {
         PluginSettings {
             name: name.to_owned(),
@@ -194,6 +207,51 @@ pub fn families_to_text(families: &[MetricFamily]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_text_format() {
+        let mut family = MetricFamily {
+            name: "x_total".into(),
+            type_: MetricType::Counter,
+            help: "Line\nbreak \\ here.".into(),
+            unit: String::new(),
+            samples: Vec::new(),
+        };
+        family.samples.push(Sample {
+            suffix: String::new(),
+            labels: vec![Label {
+                name: "a".into(),
+                value: "q\"v\n".into(),
+            }],
+            value: f64::INFINITY,
+            timestamp_ms: Some(5),
+        });
+        family.samples.push(Sample {
+            suffix: String::new(),
+            labels: Vec::new(),
+            value: 1.5,
+            timestamp_ms: None,
+        });
+        assert_eq!(
+            families_to_text(&[family]),
+            "# HELP x_total Line\\nbreak \\\\ here.\n# TYPE x_total counter\nx_total{a=\"q\\\"v\\n\"} +Inf 5\nx_total 1.5\n"
+        );
+    }
+
+    #[test]
+    fn same_use_ignores_the_deadline() {
+        let a = PluginSettings::new("p");
+        let mut b = a.clone();
+        b.limits.timeout = Duration::from_secs(1);
+        assert!(a.same_use(&b));
+        b.allow_hosts.push("x".into());
+        assert!(!a.same_use(&b));
+    }
 }
 
 fn push_float(out: &mut String, value: f64) {

@@ -97,7 +97,12 @@ pub fn host_allowed(allow: &[String], url: &reqwest::Url) -> bool {
     let port = url.port_or_known_default();
     allow.iter().any(|entry| {
         let (name, want_port) = match entry.rsplit_once(':') {
-            Some((n, p)) if !n.is_empty() && !n.ends_with(']') && p.parse::<u16>().is_ok() => {
+            // `[v6]:port` or `name:port`; a bare IPv6 address has no port.
+            Some((n, p))
+                if !n.is_empty()
+                    && (n.ends_with(']') || !n.contains(':'))
+                    && p.parse::<u16>().is_ok() =>
+            {
                 (n, p.parse::<u16>().ok())
             }
             _ => (entry.as_str(), None),
@@ -174,3 +179,28 @@ impl http::Host for State {
 /// A short grace period on top of the deadline for the async timeout, so the
 /// epoch trap (with its clearer reason) normally fires first.
 pub const GRACE: Duration = Duration::from_millis(250);
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    fn allowed(allow: &[&str], url: &str) -> bool {
+        let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+        host_allowed(&allow, &reqwest::Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn allow_list() {
+        assert!(allowed(&["example.com"], "https://example.com/x"));
+        assert!(allowed(&["example.com"], "http://EXAMPLE.com:8080/"));
+        assert!(!allowed(&["example.com"], "http://example.com.evil.net/"));
+        assert!(!allowed(&["example.com"], "http://sub.example.com/"));
+        assert!(allowed(&["*.example.com"], "http://sub.example.com/"));
+        assert!(!allowed(&["*.example.com"], "http://example.com/"));
+        assert!(allowed(&["127.0.0.1:9000"], "http://127.0.0.1:9000/"));
+        assert!(!allowed(&["127.0.0.1:9000"], "http://127.0.0.1:9001/"));
+        assert!(allowed(&["example.com:443"], "https://example.com/"));
+        assert!(allowed(&["[::1]:80"], "http://[::1]/"));
+        assert!(!allowed(&[], "http://example.com/"));
+    }
+}

@@ -560,7 +560,12 @@ fn compiled_plugins_are_cached_across_restarts() {
     drop(first);
     let cache = setup.data_dir().join("plugins-cache");
     let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
-    assert_eq!(files.len(), 1, "one compiled component in {}", cache.display());
+    assert_eq!(
+        files.len(),
+        1,
+        "one compiled component in {}",
+        cache.display()
+    );
 
     let mut second = setup.start(&[]);
     second.wait_ready();

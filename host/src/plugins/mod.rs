@@ -209,6 +209,17 @@ pub fn families_to_text(families: &[MetricFamily]) -> String {
     out
 }
 
+fn push_float(out: &mut String, value: f64) {
+    use std::fmt::Write as _;
+    if value.is_nan() {
+        out.push_str("NaN");
+    } else if value.is_infinite() {
+        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{value}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,16 +262,5 @@ mod tests {
         assert!(a.same_use(&b));
         b.allow_hosts.push("x".into());
         assert!(!a.same_use(&b));
-    }
-}
-
-fn push_float(out: &mut String, value: f64) {
-    use std::fmt::Write as _;
-    if value.is_nan() {
-        out.push_str("NaN");
-    } else if value.is_infinite() {
-        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        let _ = write!(out, "{value}");
     }
 }

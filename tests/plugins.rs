@@ -571,3 +571,70 @@ fn compiled_plugins_are_cached_across_restarts() {
     second.wait_ready();
     assert!(second.logs().contains("cached=true"), "{}", second.logs());
 }
+
+/// Runs `ember plugin notify-test` for a notifier with `config` (the
+/// plugin's own config as YAML flow mapping) against a capture server and
+/// returns the JSON it received.
+fn notify_through(plugin: &str, config: &str, hook: &Capture) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("notifier.yml");
+    std::fs::write(
+        &cfg,
+        format!("config: {config}\nallow_hosts: ['{}']\n", hook.addr),
+    )
+    .unwrap();
+    let wasm = built_plugins().join(format!("{plugin}.wasm"));
+    let out = run(&[
+        "plugin",
+        "notify-test",
+        wasm.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = hook
+        .bodies
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("a request");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn slack_and_pagerduty_notifiers() {
+    let hook = capture("application/json", "{\"status\":\"success\"}".into());
+    let slack = notify_through(
+        "slack",
+        &format!(
+            "{{url: 'http://{}/services/x', channel: '#ops'}}",
+            hook.addr
+        ),
+        &hook,
+    );
+    assert_eq!(slack["channel"], "#ops");
+    let text = slack["text"].as_str().unwrap();
+    assert!(text.starts_with("[FIRING:1] EmberNotifyTest"), "{text}");
+
+    let pd = notify_through(
+        "pagerduty",
+        &format!(
+            "{{routing_key: abc, severity: warning, url: 'http://{}/v2/enqueue'}}",
+            hook.addr
+        ),
+        &hook,
+    );
+    assert_eq!(pd["routing_key"], "abc");
+    assert_eq!(pd["event_action"], "trigger");
+    assert_eq!(pd["payload"]["severity"], "warning");
+    assert_eq!(
+        pd["payload"]["summary"],
+        "A test alert sent by `ember plugin notify-test`."
+    );
+    assert!(pd["dedup_key"].as_str().is_some_and(|k| !k.is_empty()));
+}

@@ -452,14 +452,48 @@ fn node_exporter_plugin_matches_node_exporter() {
         (ours - theirs).abs() / theirs.max(1.0) < 0.05,
         "idle {ours} vs {theirs}"
     );
+    // Network counters: node_exporter's devices (it leaves out lo, and so
+    // does the plugin), with values scraped a moment apart.
+    let theirs: Vec<(String, f64)> = real
+        .lines()
+        .filter_map(|l| l.strip_prefix("node_network_receive_packets_total{device=\""))
+        .filter_map(|l| {
+            let (device, rest) = l.split_once('"')?;
+            Some((device.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    assert!(!theirs.is_empty(), "node_exporter exports network devices");
+    let (_, ours_devices) = get_json(&ember.url(&format!(
+        "/api/v1/query?query={}",
+        enc("node_network_receive_packets_total")
+    )));
+    assert_eq!(
+        ours_devices["data"]["result"].as_array().map(Vec::len),
+        Some(theirs.len()),
+        "{ours_devices}"
+    );
+    for (device, value) in &theirs {
+        let ours = query_one(
+            &ember,
+            &format!("node_network_receive_packets_total{{device=\"{device}\"}}"),
+        )
+        .unwrap();
+        assert!(
+            (ours - value).abs() <= value * 0.05 + 1000.0,
+            "{device} packets {ours} vs {value}"
+        );
+    }
     // Every series name the plugin exports under node_memory_ is one
     // node_exporter exports too.
     let (_, names) = get_json(&ember.url("/api/v1/label/__name__/values"));
     for name in names["data"].as_array().unwrap() {
         let name = name.as_str().unwrap();
-        if name.starts_with("node_memory_") || name.starts_with("node_load") {
+        if name.starts_with("node_memory_")
+            || name.starts_with("node_load")
+            || name.starts_with("node_network_")
+        {
             assert!(
-                real.contains(&format!("\n{name} ")),
+                real.contains(&format!("\n{name} ")) || real.contains(&format!("\n{name}{{")),
                 "{name} not exported by node_exporter"
             );
         }

@@ -1,5 +1,5 @@
 //! A subset of Prometheus's node_exporter as a plugin: the `meminfo`,
-//! `loadavg` and `stat` collectors, with node_exporter's metric names, help
+//! `loadavg`, `stat` and `netdev` collectors, with node_exporter's metric names, help
 //! texts and values. Needs `/proc` granted read-only:
 //!
 //! ```yaml
@@ -7,7 +7,7 @@
 //!   name: node-exporter
 //!   read_only_dirs: [/proc]
 //!   config:
-//!     collectors: [meminfo, loadavg, stat]   # default: all three
+//!     collectors: [meminfo, loadavg, stat, netdev]   # default: all
 //!     proc_path: /proc                       # default
 //! ```
 
@@ -21,10 +21,23 @@ struct Config {
     collectors: Vec<String>,
     #[serde(default = "default_proc")]
     proc_path: String,
+    /// Network devices left out, as node_exporter's
+    /// `--collector.netdev.device-exclude` (whose default leaves out `lo`).
+    #[serde(default = "default_netdev_exclude")]
+    netdev_exclude: Vec<String>,
+}
+
+fn default_netdev_exclude() -> Vec<String> {
+    vec!["lo".into()]
 }
 
 fn all_collectors() -> Vec<String> {
-    vec!["meminfo".into(), "loadavg".into(), "stat".into()]
+    vec![
+        "meminfo".into(),
+        "loadavg".into(),
+        "stat".into(),
+        "netdev".into(),
+    ]
 }
 
 fn default_proc() -> String {
@@ -215,13 +228,61 @@ fn stat(text: &str) -> Result<Vec<MetricFamily>, String> {
     Ok(out)
 }
 
+/// `/proc/net/dev` → `node_network_{receive,transmit}_*_total{device}`, as
+/// node_exporter's netdev collector names them (columns from the header).
+fn netdev(text: &str, exclude: &[String]) -> Result<Vec<MetricFamily>, String> {
+    let mut lines = text.lines();
+    let _ = lines.next();
+    let header = lines.next().ok_or("netdev: missing header")?;
+    let mut parts = header.split('|');
+    let _ = parts.next();
+    let receive: Vec<&str> = parts
+        .next()
+        .ok_or("netdev: header")?
+        .split_whitespace()
+        .collect();
+    let transmit: Vec<&str> = parts
+        .next()
+        .ok_or("netdev: header")?
+        .split_whitespace()
+        .collect();
+    let names: Vec<String> = receive
+        .iter()
+        .map(|c| format!("receive_{c}"))
+        .chain(transmit.iter().map(|c| format!("transmit_{c}")))
+        .collect();
+    let mut families: Vec<MetricFamily> = names
+        .iter()
+        .map(|n| {
+            MetricFamily::new(
+                &format!("node_network_{n}_total"),
+                MetricType::Counter,
+                &format!("Network device statistic {n}."),
+            )
+        })
+        .collect();
+    for line in lines {
+        let Some((device, values)) = line.split_once(':') else {
+            continue;
+        };
+        let device = device.trim();
+        if exclude.iter().any(|e| e == device) {
+            continue;
+        }
+        for (family, value) in families.iter_mut().zip(values.split_whitespace()) {
+            family.push(&[("device", device)], parse_f64(value, "netdev")?);
+        }
+    }
+    Ok(families)
+}
+
 impl Exporter for NodeExporter {
     fn new(config: &str) -> Result<Self, String> {
         let config: Config = serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
         for c in &config.collectors {
-            if !matches!(c.as_str(), "meminfo" | "loadavg" | "stat") {
+            if !matches!(c.as_str(), "meminfo" | "loadavg" | "stat" | "netdev") {
                 return Err(format!(
-                    "config: unknown collector {c:?} (known: meminfo, loadavg, stat)"
+                    "config: unknown collector {c:?} (known: meminfo, loadavg, stat, netdev)"
                 ));
             }
         }
@@ -230,7 +291,7 @@ impl Exporter for NodeExporter {
 
     fn describe() -> PluginInfo {
         let mut info = PluginInfo::new("node-exporter", env!("CARGO_PKG_VERSION"));
-        info.description = "node_exporter's meminfo, loadavg and stat collectors".into();
+        info.description = "node_exporter's meminfo, loadavg, stat and netdev collectors".into();
         info.wants_directories = vec!["/proc".into()];
         info
     }
@@ -243,6 +304,10 @@ impl Exporter for NodeExporter {
                 "meminfo" => meminfo(&read(&format!("{proc_path}/meminfo"))?)?,
                 "loadavg" => loadavg(&read(&format!("{proc_path}/loadavg"))?)?,
                 "stat" => stat(&read(&format!("{proc_path}/stat"))?)?,
+                "netdev" => netdev(
+                    &read(&format!("{proc_path}/net/dev"))?,
+                    &self.config.netdev_exclude,
+                )?,
                 _ => Vec::new(),
             };
             out.extend(families);

@@ -103,6 +103,7 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
     config += &hostile_job("file", "file", "");
     config += &hostile_job("http", "http", "      allow_hosts: [example.com]\n");
     config += &hostile_job("huge", "huge, count: 5000", "      max_samples: 1000\n");
+    config += &hostile_job("inject", "inject", "");
     config += &hostile_job("ok", "ok", "");
     setup.write_config(&config);
     let mut ember = setup.start(&[]);
@@ -115,6 +116,7 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
         "plugin_error",
         "forbidden_host",
         "output_limit",
+        "invalid_output",
     ] {
         wait_for(&format!("a {reason} error"), &ember, || {
             errors(&ember, "hostile", reason) >= 1.0
@@ -128,7 +130,7 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
     wait_for("up of ok", &ember, || {
         query_one(&ember, "up{job=\"ok\"}") == Some(1.0)
     });
-    for job in ["loop", "grow", "panic", "file", "http", "huge"] {
+    for job in ["loop", "grow", "panic", "file", "http", "huge", "inject"] {
         wait_for(&format!("up of {job}"), &ember, || {
             query_one(&ember, &format!("up{{job=\"{job}\"}}")) == Some(0.0)
         });
@@ -145,7 +147,7 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
             a.iter()
                 .filter(|t| t["lastError"].as_str().is_some_and(|e| !e.is_empty()))
                 .count()
-                >= 6
+                >= 7
         })
     });
     let (_, targets) = get_json(&ember.url("/api/v1/targets"));

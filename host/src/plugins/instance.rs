@@ -204,6 +204,20 @@ impl PluginInstance {
         }
     }
 
+    /// Counts a failure found in a call's output after the call itself
+    /// succeeded (the call is already counted).
+    fn output_error(&self, function: &str, e: &CallError) {
+        let name = self.name();
+        self.metrics
+            .errors
+            .with_label_values(&[name, e.reason.as_str()])
+            .inc();
+        tracing::warn!(plugin = %name, function, reason = e.reason.as_str(), err = %e.message, "Plugin output rejected");
+        let mut health = self.health.lock();
+        health.last_ok = false;
+        health.last_error = Some(e.clone());
+    }
+
     /// Calls an exporter's `collect`.
     pub async fn collect(&self) -> Result<Vec<MetricFamily>, CallError> {
         let families = run_call!(self, "collect", |live| async {
@@ -212,6 +226,11 @@ impl PluginInstance {
                 _ => Ok(Err("not an exporter".to_owned())),
             }
         })?;
+        if let Err(e) = super::validate_families(&families) {
+            let e = CallError::new(Reason::InvalidOutput, e);
+            self.output_error("collect", &e);
+            return Err(e);
+        }
         let samples: usize = families.iter().map(|f| f.samples.len()).sum();
         let max = self.settings.limits.max_samples;
         if samples > max {
@@ -219,7 +238,7 @@ impl PluginInstance {
                 Reason::OutputLimit,
                 format!("collect returned {samples} samples, more than the limit of {max}"),
             );
-            self.record::<()>("collect", Instant::now(), &Err(e.clone()), 0, false);
+            self.output_error("collect", &e);
             return Err(e);
         }
         Ok(families)
@@ -233,6 +252,11 @@ impl PluginInstance {
                 _ => Ok(Err("not a discoverer".to_owned())),
             }
         })?;
+        if let Err(e) = super::validate_groups(&groups) {
+            let e = CallError::new(Reason::InvalidOutput, e);
+            self.output_error("discover", &e);
+            return Err(e);
+        }
         let targets: usize = groups.iter().map(|g| g.targets.len()).sum();
         let max = self.settings.limits.max_samples;
         if targets > max {
@@ -240,7 +264,7 @@ impl PluginInstance {
                 Reason::OutputLimit,
                 format!("discover returned {targets} targets, more than the limit of {max}"),
             );
-            self.record::<()>("discover", Instant::now(), &Err(e.clone()), 0, false);
+            self.output_error("discover", &e);
             return Err(e);
         }
         Ok(groups)

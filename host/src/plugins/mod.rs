@@ -162,8 +162,65 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks what a plugin returned before it is rendered: names must be valid
+/// (a name is written unescaped, so a newline in it could smuggle lines into
+/// the exposition).
+pub fn validate_families(families: &[MetricFamily]) -> Result<(), String> {
+    for family in families {
+        if !valid_metric_name(&family.name) {
+            return Err(format!("invalid metric name {:?}", family.name));
+        }
+        for sample in &family.samples {
+            if !sample.suffix.is_empty()
+                && !sample
+                    .suffix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            {
+                return Err(format!(
+                    "invalid suffix {:?} in family {}",
+                    sample.suffix, family.name
+                ));
+            }
+            for label in &sample.labels {
+                if !valid_label_name(&label.name) {
+                    return Err(format!(
+                        "invalid label name {:?} in family {}",
+                        label.name, family.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks target groups' label names.
+pub fn validate_groups(groups: &[TargetGroup]) -> Result<(), String> {
+    for group in groups {
+        for label in &group.labels {
+            if !valid_label_name(&label.name) {
+                return Err(format!("invalid label name {:?}", label.name));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Renders metric families as Prometheus text format 0.0.4, the input of
-/// the scrape path's parser.
+/// the scrape path's parser. Call [`validate_families`] first.
 pub fn families_to_text(families: &[MetricFamily]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -252,6 +309,29 @@ mod tests {
             families_to_text(&[family]),
             "# HELP x_total Line\\nbreak \\\\ here.\n# TYPE x_total counter\nx_total{a=\"q\\\"v\\n\"} +Inf 5\nx_total 1.5\n"
         );
+    }
+
+    #[test]
+    fn rejects_names_that_could_inject_lines() {
+        let family = |name: &str, label: &str| MetricFamily {
+            name: name.into(),
+            type_: MetricType::Gauge,
+            help: String::new(),
+            unit: String::new(),
+            samples: vec![Sample {
+                suffix: String::new(),
+                labels: vec![Label {
+                    name: label.into(),
+                    value: "v".into(),
+                }],
+                value: 1.0,
+                timestamp_ms: None,
+            }],
+        };
+        assert!(validate_families(&[family("ok:name_1", "l")]).is_ok());
+        assert!(validate_families(&[family("x 1\ninjected", "l")]).is_err());
+        assert!(validate_families(&[family("x", "a\"}")]).is_err());
+        assert!(validate_families(&[family("1x", "l")]).is_err());
     }
 
     #[test]

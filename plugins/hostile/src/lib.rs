@@ -7,6 +7,8 @@
 //! - `file`: reads `/etc/passwd`, which is never granted
 //! - `http`: fetches `url` (default a host not on any allow-list)
 //! - `huge`: returns `count` samples (default ten million)
+//! - `inject`: returns a metric name with a newline, trying to smuggle a
+//!   series into the exposition
 //! - anything else: behaves, returning one gauge
 
 use ember_plugin_sdk::{Exporter, MetricFamily, MetricType, PluginInfo};
@@ -76,6 +78,11 @@ impl Exporter for Hostile {
                 }
                 Ok(vec![family])
             }
+            "inject" => Ok(vec![MetricFamily::gauge(
+                "hostile_x 1\ninjected_series",
+                "Injection.",
+                1.0,
+            )]),
             _ => Ok(vec![MetricFamily::gauge("hostile_ok", "Behaves.", 1.0)]),
         }
     }

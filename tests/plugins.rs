@@ -485,6 +485,27 @@ fn node_exporter_plugin_matches_node_exporter() {
             "{device} packets {ours} vs {value}"
         );
     }
+    // Disk counters: the same devices (node_exporter's default exclusions)
+    // and close values.
+    let theirs: Vec<(String, f64)> = real
+        .lines()
+        .filter_map(|l| l.strip_prefix("node_disk_reads_completed_total{device=\""))
+        .filter_map(|l| {
+            let (device, rest) = l.split_once('"')?;
+            Some((device.to_owned(), rest.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    for (device, value) in &theirs {
+        let ours = query_one(
+            &ember,
+            &format!("node_disk_reads_completed_total{{device=\"{device}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no node_disk_reads_completed_total for {device}"));
+        assert!(
+            (ours - value).abs() <= value * 0.05 + 1000.0,
+            "{device} reads {ours} vs {value}"
+        );
+    }
     // Every series name the plugin exports under node_memory_ is one
     // node_exporter exports too.
     let (_, names) = get_json(&ember.url("/api/v1/label/__name__/values"));
@@ -493,6 +514,7 @@ fn node_exporter_plugin_matches_node_exporter() {
         if name.starts_with("node_memory_")
             || name.starts_with("node_load")
             || name.starts_with("node_network_")
+            || (name.starts_with("node_disk_") && name != "node_disk_info")
         {
             assert!(
                 real.contains(&format!("\n{name} ")) || real.contains(&format!("\n{name}{{")),

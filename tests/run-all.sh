@@ -20,6 +20,8 @@ echo "==> plugins (wasm32-wasip2): cargo fmt --check, cargo clippy"
   cargo fmt --all --check
   for pkg in ember-webhook ember-slack ember-pagerduty ember-http-sd ember-node-exporter ember-hostile; do
     cargo clippy --locked -p "$pkg" --target wasm32-wasip2 -- -D warnings
+    # Parsing and formatting unit tests run natively.
+    cargo test --locked --quiet -p "$pkg"
   done
 )
 

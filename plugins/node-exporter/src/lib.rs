@@ -1,5 +1,5 @@
 //! A subset of Prometheus's node_exporter as a plugin: the `meminfo`,
-//! `loadavg`, `stat` and `netdev` collectors, with node_exporter's metric names, help
+//! `loadavg`, `stat`, `netdev` and `diskstats` collectors, with node_exporter's metric names, help
 //! texts and values. Needs `/proc` granted read-only:
 //!
 //! ```yaml
@@ -7,7 +7,7 @@
 //!   name: node-exporter
 //!   read_only_dirs: [/proc]
 //!   config:
-//!     collectors: [meminfo, loadavg, stat, netdev]   # default: all
+//!     collectors: [meminfo, loadavg, stat, netdev, diskstats]   # default: all
 //!     proc_path: /proc                       # default
 //! ```
 
@@ -37,6 +37,7 @@ fn all_collectors() -> Vec<String> {
         "loadavg".into(),
         "stat".into(),
         "netdev".into(),
+        "diskstats".into(),
     ]
 }
 
@@ -276,13 +277,172 @@ fn netdev(text: &str, exclude: &[String]) -> Result<Vec<MetricFamily>, String> {
     Ok(families)
 }
 
+/// Whether node_exporter's default `--collector.diskstats.device-exclude`
+/// (`^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$`) leaves a device out.
+fn disk_ignored(device: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    for prefix in ["ram", "loop", "fd"] {
+        if device.strip_prefix(prefix).is_some_and(digits) {
+            return true;
+        }
+    }
+    for prefix in ["hd", "sd", "vd", "xvd"] {
+        if let Some(rest) = device.strip_prefix(prefix) {
+            let mut chars = rest.chars();
+            if chars.next().is_some_and(|c| c.is_ascii_lowercase()) && digits(chars.as_str()) {
+                return true;
+            }
+        }
+    }
+    // nvme<d>n<d>p<d>
+    if let Some(rest) = device.strip_prefix("nvme")
+        && let Some((a, rest)) = rest.split_once('n')
+        && let Some((b, c)) = rest.split_once('p')
+    {
+        return digits(a) && digits(b) && digits(c);
+    }
+    false
+}
+
+/// `/proc/diskstats` → `node_disk_*{device}`, as node_exporter's diskstats
+/// collector (names, help texts, units).
+fn diskstats(text: &str) -> Result<Vec<MetricFamily>, String> {
+    const SECTOR: f64 = 512.0;
+    const MS: f64 = 0.001;
+    let columns: [(&str, MetricType, &str, f64); 17] = [
+        (
+            "reads_completed_total",
+            MetricType::Counter,
+            "The total number of reads completed successfully.",
+            1.0,
+        ),
+        (
+            "reads_merged_total",
+            MetricType::Counter,
+            "The total number of reads merged.",
+            1.0,
+        ),
+        (
+            "read_bytes_total",
+            MetricType::Counter,
+            "The total number of bytes read successfully.",
+            SECTOR,
+        ),
+        (
+            "read_time_seconds_total",
+            MetricType::Counter,
+            "The total number of seconds spent by all reads.",
+            MS,
+        ),
+        (
+            "writes_completed_total",
+            MetricType::Counter,
+            "The total number of writes completed successfully.",
+            1.0,
+        ),
+        (
+            "writes_merged_total",
+            MetricType::Counter,
+            "The number of writes merged.",
+            1.0,
+        ),
+        (
+            "written_bytes_total",
+            MetricType::Counter,
+            "The total number of bytes written successfully.",
+            SECTOR,
+        ),
+        (
+            "write_time_seconds_total",
+            MetricType::Counter,
+            "This is the total number of seconds spent by all writes.",
+            MS,
+        ),
+        (
+            "io_now",
+            MetricType::Gauge,
+            "The number of I/Os currently in progress.",
+            1.0,
+        ),
+        (
+            "io_time_seconds_total",
+            MetricType::Counter,
+            "Total seconds spent doing I/Os.",
+            MS,
+        ),
+        (
+            "io_time_weighted_seconds_total",
+            MetricType::Counter,
+            "The weighted # of seconds spent doing I/Os.",
+            MS,
+        ),
+        (
+            "discards_completed_total",
+            MetricType::Counter,
+            "The total number of discards completed successfully.",
+            1.0,
+        ),
+        (
+            "discards_merged_total",
+            MetricType::Counter,
+            "The total number of discards merged.",
+            1.0,
+        ),
+        (
+            "discarded_sectors_total",
+            MetricType::Counter,
+            "The total number of sectors discarded successfully.",
+            1.0,
+        ),
+        (
+            "discard_time_seconds_total",
+            MetricType::Counter,
+            "This is the total number of seconds spent by all discards.",
+            MS,
+        ),
+        (
+            "flush_requests_total",
+            MetricType::Counter,
+            "The total number of flush requests completed successfully",
+            1.0,
+        ),
+        (
+            "flush_requests_time_seconds_total",
+            MetricType::Counter,
+            "This is the total number of seconds spent by all flush requests.",
+            MS,
+        ),
+    ];
+    let mut families: Vec<MetricFamily> = columns
+        .iter()
+        .map(|(name, kind, help, _)| MetricFamily::new(&format!("node_disk_{name}"), *kind, help))
+        .collect();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let Some(device) = parts.get(2) else { continue };
+        if disk_ignored(device) {
+            continue;
+        }
+        for (i, (family, (_, _, _, scale))) in families.iter_mut().zip(columns.iter()).enumerate() {
+            if let Some(v) = parts.get(i + 3) {
+                family.push(&[("device", device)], parse_f64(v, "diskstats")? * scale);
+            }
+        }
+    }
+    families.retain(|f| !f.samples.is_empty());
+    Ok(families)
+}
+
 impl Exporter for NodeExporter {
     fn new(config: &str) -> Result<Self, String> {
         let config: Config = serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
         for c in &config.collectors {
-            if !matches!(c.as_str(), "meminfo" | "loadavg" | "stat" | "netdev") {
+            if !matches!(
+                c.as_str(),
+                "meminfo" | "loadavg" | "stat" | "netdev" | "diskstats"
+            ) {
                 return Err(format!(
-                    "config: unknown collector {c:?} (known: meminfo, loadavg, stat, netdev)"
+                    "config: unknown collector {c:?} (known: meminfo, loadavg, stat, netdev, diskstats)"
                 ));
             }
         }
@@ -291,7 +451,8 @@ impl Exporter for NodeExporter {
 
     fn describe() -> PluginInfo {
         let mut info = PluginInfo::new("node-exporter", env!("CARGO_PKG_VERSION"));
-        info.description = "node_exporter's meminfo, loadavg, stat and netdev collectors".into();
+        info.description =
+            "node_exporter's meminfo, loadavg, stat, netdev and diskstats collectors".into();
         info.wants_directories = vec!["/proc".into()];
         info
     }
@@ -304,6 +465,7 @@ impl Exporter for NodeExporter {
                 "meminfo" => meminfo(&read(&format!("{proc_path}/meminfo"))?)?,
                 "loadavg" => loadavg(&read(&format!("{proc_path}/loadavg"))?)?,
                 "stat" => stat(&read(&format!("{proc_path}/stat"))?)?,
+                "diskstats" => diskstats(&read(&format!("{proc_path}/diskstats"))?)?,
                 "netdev" => netdev(
                     &read(&format!("{proc_path}/net/dev"))?,
                     &self.config.netdev_exclude,
@@ -317,3 +479,24 @@ impl Exporter for NodeExporter {
 }
 
 ember_plugin_sdk::export_exporter!(NodeExporter);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn node_exporter_default_disk_exclusions() {
+        for ignored in [
+            "ram0",
+            "loop12",
+            "fd0",
+            "sda1",
+            "vda2",
+            "xvdb3",
+            "nvme0n1p2",
+        ] {
+            assert!(super::disk_ignored(ignored), "{ignored}");
+        }
+        for kept in ["sda", "vda", "nvme0n1", "zram0", "dm-0", "md0"] {
+            assert!(!super::disk_ignored(kept), "{kept}");
+        }
+    }
+}

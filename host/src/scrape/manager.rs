@@ -155,6 +155,7 @@ impl ScrapeManager {
             return;
         };
         let mut wanted = std::collections::HashSet::new();
+        let mut due = Vec::new();
         for cfg in &config.scrape_configs {
             for (i, sd) in cfg.plugin_sd_configs.iter().enumerate() {
                 let key = format!("{}/{i}", cfg.job_name);
@@ -162,25 +163,35 @@ impl ScrapeManager {
                 let every = sd
                     .refresh_interval
                     .map_or(PLUGIN_SD_REFRESH, |d| d.as_duration());
-                let due = self
+                let is_due = self
                     .plugin_sd
                     .lock()
                     .get(&key)
                     .is_none_or(|(at, _)| at.elapsed() >= every);
-                if !due {
-                    continue;
+                if is_due {
+                    due.push((key, cfg.job_name.clone(), sd.clone()));
                 }
-                let groups = match plugins.instance(sd, None, World::Discoverer) {
-                    Ok(instance) => instance.discover().await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                let mut cache = self.plugin_sd.lock();
+            }
+        }
+        // Discoverers run concurrently, so a slow one delays the others by
+        // no more than its own deadline.
+        let results = futures::future::join_all(due.into_iter().map(|(key, job, sd)| async move {
+            let groups = match plugins.instance(&sd, None, World::Discoverer) {
+                Ok(instance) => instance.discover().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            (key, job, sd.name, groups)
+        }))
+        .await;
+        {
+            let mut cache = self.plugin_sd.lock();
+            for (key, job, plugin, groups) in results {
                 match groups {
                     Ok(groups) => {
                         cache.insert(key, (std::time::Instant::now(), groups));
                     }
                     Err(e) => {
-                        tracing::warn!(job = %cfg.job_name, plugin = %sd.name, err = %e, "Discoverer plugin failed; keeping its previous targets");
+                        tracing::warn!(job = %job, plugin = %plugin, err = %e, "Discoverer plugin failed; keeping its previous targets");
                         let entry = cache
                             .entry(key)
                             .or_insert_with(|| (std::time::Instant::now(), Vec::new()));

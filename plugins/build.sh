@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 out="${1:-dist}"
 mkdir -p "$out"
 target="${EMBER_PLUGINS_TARGET_DIR:-${CARGO_TARGET_DIR:-target}}"
-for spec in "ember-webhook:webhook" "ember-slack:slack" "ember-pagerduty:pagerduty" "ember-http-sd:http-sd" "ember-node-exporter:node-exporter" "ember-hostile:hostile"; do
+for spec in "ember-webhook:webhook" "ember-slack:slack" "ember-pagerduty:pagerduty" "ember-http-sd:http-sd" "ember-dns-sd:dns-sd" "ember-node-exporter:node-exporter" "ember-hostile:hostile"; do
   pkg="${spec%%:*}"; name="${spec##*:}"
   [ -f "$name/Cargo.toml" ] || continue
   if [ "$name" = hostile ] && [ "${EMBER_PLUGINS_HOSTILE:-0}" != 1 ]; then continue; fi

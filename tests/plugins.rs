@@ -696,3 +696,74 @@ fn slack_and_pagerduty_notifiers() {
     );
     assert!(pd["dedup_key"].as_str().is_some_and(|k| !k.is_empty()));
 }
+
+/// A DNS server on loopback answering every query with SRV records
+/// `(port, target)`.
+fn fake_dns(records: Vec<(u16, &'static str)>) -> String {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                return;
+            };
+            if n < 12 {
+                continue;
+            }
+            let query = &buf[..n];
+            let mut r = Vec::new();
+            r.extend_from_slice(&query[..2]);
+            r.extend_from_slice(&[0x81, 0x80, 0, 1]);
+            r.extend_from_slice(&(records.len() as u16).to_be_bytes());
+            r.extend_from_slice(&[0, 0, 0, 0]);
+            r.extend_from_slice(&query[12..]);
+            for (port, target) in &records {
+                let mut name = Vec::new();
+                for label in target.split('.') {
+                    name.push(label.len() as u8);
+                    name.extend_from_slice(label.as_bytes());
+                }
+                name.push(0);
+                r.extend_from_slice(&[0xC0, 12, 0, 33, 0, 1, 0, 0, 0, 60]);
+                r.extend_from_slice(&((6 + name.len()) as u16).to_be_bytes());
+                r.extend_from_slice(&[0, 10, 0, 5]);
+                r.extend_from_slice(&port.to_be_bytes());
+                r.extend_from_slice(&name);
+            }
+            let _ = socket.send_to(&r, from);
+        }
+    });
+    addr
+}
+
+#[test]
+fn dns_sd_discoverer_resolves_srv_records_on_the_allow_list() {
+    let target = TestTarget::start(Reply::text("# TYPE srv_metric gauge\nsrv_metric 7\n"));
+    let port: u16 = target.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let dns = fake_dns(vec![(port, "127.0.0.1")]);
+    let setup = Setup::new();
+    install(&setup, "dns-sd");
+    let job = |name: &str, allow: &str| {
+        format!(
+            "  - job_name: {name}\n    plugin_sd_configs:\n      - name: dns-sd\n        config: {{names: [_metrics._tcp.test.local]}}\n        allow_hosts: ['{allow}']\n        dns_server: '{dns}'\n        refresh_interval: 1s\n    relabel_configs:\n      - source_labels: [__meta_dns_srv_record_port]\n        target_label: srv_port\n"
+        )
+    };
+    setup.write_config(&format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}",
+        job("dns", "*.test.local"),
+        job("denied", "other.local")
+    ));
+    let mut ember = setup.start(&[]);
+    ember.wait_ready();
+    wait_for("the SRV target's series", &ember, || {
+        query_one(
+            &ember,
+            &format!("srv_metric{{job=\"dns\",srv_port=\"{port}\"}}"),
+        ) == Some(7.0)
+    });
+    wait_for("a refused lookup", &ember, || {
+        errors(&ember, "dns-sd", "forbidden_host") >= 1.0
+    });
+    assert_eq!(query_one(&ember, "count(up{job=\"denied\"})"), None);
+}

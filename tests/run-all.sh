@@ -18,7 +18,7 @@ echo "==> plugins (wasm32-wasip2): cargo fmt --check, cargo clippy"
 (
   cd plugins
   cargo fmt --all --check
-  for pkg in ember-webhook ember-slack ember-pagerduty ember-http-sd ember-node-exporter ember-hostile; do
+  for pkg in ember-webhook ember-slack ember-pagerduty ember-http-sd ember-dns-sd ember-node-exporter ember-hostile; do
     cargo clippy --locked -p "$pkg" --target wasm32-wasip2 -- -D warnings
     # Parsing and formatting unit tests run natively.
     cargo test --locked --quiet -p "$pkg"

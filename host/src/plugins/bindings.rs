@@ -17,6 +17,7 @@ pub mod discoverer {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "discoverer",
+        imports: { "ember:plugin/dns": async },
         exports: { default: async },
         with: {
             "ember:plugin/types": super::exporter::ember::plugin::types,
@@ -39,4 +40,5 @@ pub mod notifier {
     });
 }
 
+pub use discoverer::ember::plugin::dns;
 pub use exporter::ember::plugin::{host, http, types};

@@ -37,6 +37,10 @@ pub struct PluginUse {
     /// (default 200000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_samples: Option<usize>,
+    /// DNS server (`ip:port`) for SRV lookups (default: the first
+    /// `nameserver` of `/etc/resolv.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_server: Option<String>,
     /// Discoverers only: how often `discover` is called (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_interval: Option<PromDuration>,
@@ -66,6 +70,14 @@ impl PluginUse {
                     self.name
                 ));
             }
+        }
+        if let Some(server) = &self.dns_server
+            && server.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(format!(
+                "plugin {}: dns_server {server:?} must be ip:port",
+                self.name
+            ));
         }
         if self.memory_limit_bytes.is_some_and(|m| m < (1 << 20)) {
             return Err(format!(
@@ -104,6 +116,7 @@ impl PluginUse {
             config_json: serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into()),
             allow_hosts: self.allow_hosts.clone(),
             read_only_dirs: self.read_only_dirs.clone(),
+            dns_server: self.dns_server.clone(),
             limits,
         }
     }

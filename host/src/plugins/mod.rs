@@ -11,6 +11,7 @@
 
 mod bindings;
 pub mod config;
+mod dns;
 mod instance;
 pub mod manager;
 mod runtime;
@@ -62,6 +63,9 @@ pub struct PluginSettings {
     pub allow_hosts: Vec<String>,
     /// Host directories granted read-only, visible under the same path.
     pub read_only_dirs: Vec<String>,
+    /// DNS server (`ip:port`) for SRV lookups; none means the first
+    /// `nameserver` of `/etc/resolv.conf`.
+    pub dns_server: Option<String>,
     pub limits: Limits,
 }
 
@@ -74,6 +78,7 @@ impl PluginSettings {
             && self.config_json == other.config_json
             && self.allow_hosts == other.allow_hosts
             && self.read_only_dirs == other.read_only_dirs
+            && self.dns_server == other.dns_server
             && self.limits.max_memory_bytes == other.limits.max_memory_bytes
             && self.limits.max_response_bytes == other.limits.max_response_bytes
             && self.limits.max_samples == other.limits.max_samples
@@ -85,6 +90,7 @@ impl PluginSettings {
             config_json: "{}".to_owned(),
             allow_hosts: Vec::new(),
             read_only_dirs: Vec::new(),
+            dns_server: None,
             limits: Limits::default(),
         }
     }

@@ -90,6 +90,8 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).wctx("linking WASI")?;
         exporter::Exporter::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .wctx("linking the ember:plugin imports")?;
+        discoverer::ember::plugin::dns::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .wctx("linking the ember:plugin dns import")?;
 
         let tls = crate::scrape::tls::client_config(
             &crate::config::http_client::TlsConfig::default(),

@@ -89,7 +89,7 @@ impl host::Host for State {
 
 /// Whether `allow` (entries `host` or `host:port`, `*.domain` for
 /// subdomains) lets a plugin reach `url`.
-pub fn host_allowed(allow: &[String], url: &reqwest::Url) -> bool {
+pub(super) fn host_allowed(allow: &[String], url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };

@@ -152,6 +152,24 @@ pub mod http {
     }
 }
 
+/// DNS lookups through the host (discoverers only; names must be on the
+/// plugin's allow-list).
+#[cfg(feature = "discoverer")]
+pub mod dns {
+    use super::discoverer::ember::plugin::dns as host;
+    pub use super::discoverer::ember::plugin::dns::Srv;
+
+    /// IPv4 and IPv6 addresses of `name`.
+    pub fn lookup_ip(name: &str) -> Result<Vec<String>, String> {
+        host::lookup_ip(name)
+    }
+
+    /// SRV records of `name` (empty if it does not exist).
+    pub fn lookup_srv(name: &str) -> Result<Vec<Srv>, String> {
+        host::lookup_srv(name)
+    }
+}
+
 /// The plugin's config as JSON, also passed to `new`.
 pub fn config() -> String {
     world::ember::plugin::host::config()

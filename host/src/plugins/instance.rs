@@ -18,8 +18,20 @@ macro_rules! run_call {
     ($this:expr, $function:literal, |$live:ident| $call:expr) => {{
         let this = $this;
         let start = Instant::now();
-        let mut slot = this.live.lock().await;
         let timeout = this.settings.limits.timeout;
+        // Calls into one instance take turns; waiting for the turn is
+        // bounded by the deadline too.
+        let Ok(mut slot) = tokio::time::timeout(timeout, this.live.lock()).await else {
+            let e = CallError::new(
+                Reason::Timeout,
+                format!(
+                    "{} waited {timeout:?} for the instance, busy with another call",
+                    $function
+                ),
+            );
+            this.output_error($function, &e);
+            return Err(e);
+        };
         let result = match this.ensure(&mut slot).await {
             Err(e) => Err(e),
             Ok(()) => match slot.as_mut() {
@@ -204,8 +216,8 @@ impl PluginInstance {
         }
     }
 
-    /// Counts a failure found in a call's output after the call itself
-    /// succeeded (the call is already counted).
+    /// Counts a failure that is not a finished call: output rejected after
+    /// a successful call (already counted), or no turn on the instance.
     fn output_error(&self, function: &str, e: &CallError) {
         let name = self.name();
         self.metrics

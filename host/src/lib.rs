@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod model;
+pub mod plugins;
 pub mod promql;
 pub mod push;
 pub mod remote;

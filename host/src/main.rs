@@ -7,7 +7,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use ember::cli::{BackfillSource, CheckCommand, Cli, Command, TsdbCommand};
+use ember::cli::{BackfillSource, CheckCommand, Cli, Command, PluginCommand, TsdbCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -43,6 +43,19 @@ fn main() -> ExitCode {
                 ember::cli::tsdb::analyze(&dir, block.as_deref(), limit)
             }
         },
+        Some(Command::Plugin { what }) => {
+            ember::telemetry::logging::init(cli.server.log_level, cli.server.log_format);
+            match what {
+                PluginCommand::List {
+                    plugins_dir,
+                    config_file,
+                } => ember::cli::plugin::list(plugins_dir.as_deref(), &config_file),
+                PluginCommand::Check { file } => ember::cli::plugin::check(&file),
+                PluginCommand::NotifyTest { file, config } => {
+                    ember::cli::plugin::notify_test(&file, config.as_deref())
+                }
+            }
+        }
         None => {
             ember::telemetry::logging::init(cli.server.log_level, cli.server.log_format);
             ember::server::run(cli.server)

@@ -36,6 +36,7 @@ pub struct Control {
     scraper: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
     rules: std::sync::OnceLock<Arc<crate::rules::manager::RuleManager>>,
     notifier: std::sync::OnceLock<Arc<crate::alerting::notifier::Notifier>>,
+    plugins: std::sync::OnceLock<Arc<crate::plugins::PluginManager>>,
     replay: parking_lot::Mutex<ReplayProgress>,
     reload_tx: mpsc::Sender<ReloadReply>,
     shutdown: CancellationToken,
@@ -99,6 +100,11 @@ impl Control {
     /// The Alertmanager notifier, once the server is running.
     pub fn notifier(&self) -> Option<&Arc<crate::alerting::notifier::Notifier>> {
         self.notifier.get()
+    }
+
+    /// The plugin host, once the server is running.
+    pub fn plugins(&self) -> Option<&Arc<crate::plugins::PluginManager>> {
+        self.plugins.get()
     }
 
     /// WAL replay progress in segments.
@@ -264,6 +270,7 @@ async fn serve(
         scraper: std::sync::OnceLock::new(),
         rules: std::sync::OnceLock::new(),
         notifier: std::sync::OnceLock::new(),
+        plugins: std::sync::OnceLock::new(),
         replay: parking_lot::Mutex::new(ReplayProgress::default()),
         reload_tx,
         shutdown: CancellationToken::new(),
@@ -393,6 +400,22 @@ async fn serve(
         control.shutdown.clone(),
     ));
     let scraper = crate::scrape::manager::ScrapeManager::new(storage.clone(), config_dir(&flags));
+    match crate::plugins::PluginManager::new(
+        flags.effective_plugins_dir(),
+        Some(flags.storage_path.join("plugins-cache")),
+        &metrics.registry,
+    ) {
+        Ok(plugins) => {
+            for problem in plugins.rescan().await {
+                warn!(err = %problem, "Plugin not loaded");
+            }
+            scraper.set_plugins(plugins.clone());
+            let _ = control.plugins.set(plugins);
+        }
+        Err(err) => {
+            error!(err = %format!("{err:#}"), "Cannot start the plugin host; plugins are disabled")
+        }
+    }
     let _ = control.scraper.set(scraper.clone());
     let scraping = tokio::spawn(scraper.run(control.config(), control.shutdown.clone()));
     tokio::spawn(crate::push::ingest::run(
@@ -452,10 +475,14 @@ async fn serve(
     loop {
         tokio::select! {
             _ = signals.hangup.recv() => {
+                rescan_plugins(&control).await;
                 let _ = reload(&flags, &config_tx, &metrics, &control).await;
+                forget_unused_plugin_instances(&control);
             }
             Some(reply) = reload_rx.recv() => {
+                rescan_plugins(&control).await;
                 let _ = reply.send(reload(&flags, &config_tx, &metrics, &control).await);
+                forget_unused_plugin_instances(&control);
             }
             _ = signals.terminate.recv() => {
                 info!(signal = "SIGTERM", "Received termination request, exiting gracefully");
@@ -538,6 +565,32 @@ async fn serve_listener(
                     .await
             }
         }
+    }
+}
+
+/// Picks up new, changed and removed plugin files. A file that does not
+/// load is logged and shown in the plugin status; its previous version keeps
+/// running, and the reload itself goes on.
+async fn rescan_plugins(control: &Control) {
+    if let Some(plugins) = control.plugins() {
+        for problem in plugins.rescan().await {
+            warn!(err = %problem, "Plugin not loaded");
+        }
+    }
+}
+
+/// Drops plugin instances that no use in the configuration in force needs
+/// any more (their config, grants or limits changed or the job is gone).
+fn forget_unused_plugin_instances(control: &Control) {
+    if let Some(plugins) = control.plugins() {
+        let config = control.config().borrow().clone();
+        plugins.retain_instances(|instance| {
+            config
+                .scrape_configs
+                .iter()
+                .flat_map(|c| c.plugin.iter().chain(&c.plugin_sd_configs))
+                .any(|u| u.settings(None).same_use(instance.settings()))
+        });
     }
 }
 

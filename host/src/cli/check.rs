@@ -134,6 +134,21 @@ fn check_references(file: &Path, config: &Config, syntax_only: bool) -> Result<R
 
     for job in &config.scrape_configs {
         let what = format!("scrape_configs job {:?}", job.job_name);
+        if job.plugin.is_some() || !job.plugin_sd_configs.is_empty() {
+            report.warnings.push(format!(
+                "{what} uses Ember plugin keys (plugin, plugin_sd_configs); Prometheus does not accept them"
+            ));
+        }
+        for plugin in job.plugin.iter().chain(&job.plugin_sd_configs) {
+            for dir in &plugin.read_only_dirs {
+                if !Path::new(dir).is_dir() {
+                    report.warnings.push(format!(
+                        "{what}: plugin {:?} is granted {dir:?}, which is not a directory here",
+                        plugin.name
+                    ));
+                }
+            }
+        }
         check_client_files(&what, &job.http_client, &resolve, &mut report);
         check_targets(
             &what,

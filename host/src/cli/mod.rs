@@ -1,6 +1,7 @@
 //! Command-line flags, named and defaulted as Prometheus names them.
 
 pub mod check;
+pub mod plugin;
 pub mod tsdb;
 
 use std::path::PathBuf;
@@ -35,6 +36,43 @@ pub enum Command {
     Tsdb {
         #[command(subcommand)]
         what: TsdbCommand,
+    },
+    /// Inspect and try WebAssembly plugins.
+    Plugin {
+        #[command(subcommand)]
+        what: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// List the plugins in the plugin directory with their world, version and health.
+    List {
+        /// Plugin directory (default: `plugins/` next to the config file).
+        #[arg(long = "plugins.dir", value_name = "DIR")]
+        plugins_dir: Option<PathBuf>,
+        /// Configuration file, used to find the default plugin directory.
+        #[arg(
+            long = "config.file",
+            value_name = "PATH",
+            default_value = "prometheus.yml"
+        )]
+        config_file: PathBuf,
+    },
+    /// Load a plugin file: which world it implements, whether it links
+    /// against this host, what it asks for. Exit code 0 when it loads.
+    Check {
+        /// The `.wasm` component.
+        file: PathBuf,
+    },
+    /// Deliver a sample alert group through a notifier plugin.
+    NotifyTest {
+        /// The notifier's `.wasm` component.
+        file: PathBuf,
+        /// YAML with the plugin use: `config`, `allow_hosts`, limits (the
+        /// same keys as a `plugin:` entry in the config file; `name` optional).
+        #[arg(long = "config", value_name = "PATH")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -158,6 +196,11 @@ pub struct ServerFlags {
         default_value = "prometheus.yml"
     )]
     pub config_file: PathBuf,
+
+    /// Directory of WebAssembly plugins (`*.wasm`), rescanned on reload.
+    /// Default: `plugins/` next to the configuration file.
+    #[arg(long = "plugins.dir", value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
 
     /// Base path for metrics storage.
     #[arg(
@@ -298,6 +341,11 @@ pub struct ServerFlags {
 
 impl ServerFlags {
     /// Effective retention time, applying Prometheus's 15d default.
+    /// `--plugins.dir`, or `plugins/` next to the configuration file.
+    pub fn effective_plugins_dir(&self) -> PathBuf {
+        plugin::default_dir(self.plugins_dir.as_deref(), &self.config_file)
+    }
+
     pub fn effective_retention_time(&self) -> Option<PromDuration> {
         match (self.retention_time, self.retention_size) {
             (Some(t), _) if !t.is_zero() => Some(t),
@@ -312,8 +360,12 @@ impl ServerFlags {
     /// `/api/v1/status/flags` lists them (unset optional flags are "").
     pub fn flag_map(&self) -> std::collections::BTreeMap<String, String> {
         let opt = |v: Option<String>| v.unwrap_or_default();
-        let pairs: [(&str, String); 27] = [
+        let pairs: [(&str, String); 28] = [
             ("config.file", self.config_file.display().to_string()),
+            (
+                "plugins.dir",
+                self.effective_plugins_dir().display().to_string(),
+            ),
             ("storage.tsdb.path", self.storage_path.display().to_string()),
             (
                 "storage.tsdb.retention.time",

@@ -9,6 +9,7 @@ use super::duration::PromDuration;
 use super::http_client::{HttpClientConfig, with_http_client_fields};
 use super::labels::{LabelSet, label_set, nullable};
 use super::relabel::RelabelConfig;
+use crate::plugins::PluginUse;
 
 /// One group of statically listed targets.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -102,10 +103,18 @@ pub struct ScrapeConfig {
     pub static_configs: Vec<StaticConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub file_sd_configs: Vec<FileSdConfig>,
+    /// Ember extension: discoverer plugins, a service-discovery kind next to
+    /// `static_configs` and `file_sd_configs`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugin_sd_configs: Vec<PluginUse>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub relabel_configs: Vec<RelabelConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub metric_relabel_configs: Vec<RelabelConfig>,
+    /// Ember extension: the job's targets are scraped by calling this
+    /// exporter plugin instead of over HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginUse>,
     #[serde(skip)]
     pub(super) interval_set: bool,
     #[serde(skip)]
@@ -137,6 +146,9 @@ with_http_client_fields! {
         static_configs: Vec<StaticConfig>,
         #[serde(default, deserialize_with = "nullable")]
         file_sd_configs: Vec<FileSdConfig>,
+        #[serde(default, deserialize_with = "nullable")]
+        plugin_sd_configs: Vec<PluginUse>,
+        plugin: Option<PluginUse>,
         #[serde(default, deserialize_with = "nullable")]
         relabel_configs: Vec<RelabelConfig>,
         #[serde(default, deserialize_with = "nullable")]
@@ -172,6 +184,9 @@ impl<'de> Deserialize<'de> for ScrapeConfig {
             None | Some("") | Some("0") => 0,
             Some(s) => parse_bytes(s).map_err(serde::de::Error::custom)?,
         };
+        for plugin in raw.plugin.iter().chain(&raw.plugin_sd_configs) {
+            plugin.validate().map_err(serde::de::Error::custom)?;
+        }
         Ok(ScrapeConfig {
             job_name,
             honor_labels: raw.honor_labels.unwrap_or(false),
@@ -195,6 +210,8 @@ impl<'de> Deserialize<'de> for ScrapeConfig {
             http_client,
             static_configs: raw.static_configs,
             file_sd_configs: raw.file_sd_configs,
+            plugin_sd_configs: raw.plugin_sd_configs,
+            plugin: raw.plugin,
             relabel_configs: raw.relabel_configs,
             metric_relabel_configs: raw.metric_relabel_configs,
         })

@@ -22,6 +22,7 @@ use super::tls::{TlsFiles, client_config};
 use crate::config::{Config, ScrapeConfig};
 use crate::discovery::file::read_target_groups;
 use crate::model::relabel::LabelMap;
+use crate::plugins::{PluginManager, World};
 use crate::storage::Storage;
 
 /// How often file-based discovery is re-read.
@@ -58,7 +59,14 @@ pub struct ScrapeManager {
     storage: Arc<Storage>,
     config_dir: PathBuf,
     pools: Mutex<HashMap<String, Pool>>,
+    plugins: std::sync::OnceLock<Arc<PluginManager>>,
+    /// The last answer of every discoverer plugin, by `job/index`, with
+    /// when it was asked.
+    plugin_sd: Mutex<HashMap<String, (std::time::Instant, Vec<crate::plugins::TargetGroup>)>>,
 }
+
+/// How often a discoverer plugin is asked by default.
+const PLUGIN_SD_REFRESH: Duration = Duration::from_secs(60);
 
 fn client_for(cfg: &ScrapeConfig, tls_files: &TlsFiles) -> Result<reqwest::Client, String> {
     let http = &cfg.http_client;
@@ -129,7 +137,70 @@ impl ScrapeManager {
             storage,
             config_dir,
             pools: Mutex::new(HashMap::new()),
+            plugins: std::sync::OnceLock::new(),
+            plugin_sd: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Enables exporter plugins (`plugin:`) and discoverer plugins
+    /// (`plugin_sd_configs`).
+    pub fn set_plugins(&self, plugins: Arc<PluginManager>) {
+        let _ = self.plugins.set(plugins);
+    }
+
+    /// Asks every discoverer plugin whose refresh interval has passed for
+    /// its targets. A failing discoverer keeps its previous targets.
+    async fn refresh_plugin_sd(&self, config: &Config) {
+        let Some(plugins) = self.plugins.get() else {
+            return;
+        };
+        let mut wanted = std::collections::HashSet::new();
+        let mut due = Vec::new();
+        for cfg in &config.scrape_configs {
+            for (i, sd) in cfg.plugin_sd_configs.iter().enumerate() {
+                let key = format!("{}/{i}", cfg.job_name);
+                wanted.insert(key.clone());
+                let every = sd
+                    .refresh_interval
+                    .map_or(PLUGIN_SD_REFRESH, |d| d.as_duration());
+                let is_due = self
+                    .plugin_sd
+                    .lock()
+                    .get(&key)
+                    .is_none_or(|(at, _)| at.elapsed() >= every);
+                if is_due {
+                    due.push((key, cfg.job_name.clone(), sd.clone()));
+                }
+            }
+        }
+        // Discoverers run concurrently, so a slow one delays the others by
+        // no more than its own deadline.
+        let results = futures::future::join_all(due.into_iter().map(|(key, job, sd)| async move {
+            let groups = match plugins.instance(&sd, None, World::Discoverer) {
+                Ok(instance) => instance.discover().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            (key, job, sd.name, groups)
+        }))
+        .await;
+        {
+            let mut cache = self.plugin_sd.lock();
+            for (key, job, plugin, groups) in results {
+                match groups {
+                    Ok(groups) => {
+                        cache.insert(key, (std::time::Instant::now(), groups));
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job, plugin = %plugin, err = %e, "Discoverer plugin failed; keeping its previous targets");
+                        let entry = cache
+                            .entry(key)
+                            .or_insert_with(|| (std::time::Instant::now(), Vec::new()));
+                        entry.0 = std::time::Instant::now();
+                    }
+                }
+            }
+        }
+        self.plugin_sd.lock().retain(|k, _| wanted.contains(k));
     }
 
     /// Runs until `stop`: applies every configuration and rediscovers periodically.
@@ -141,6 +212,7 @@ impl ScrapeManager {
         let mut tick = tokio::time::interval(REDISCOVER_EVERY);
         loop {
             let current = config.borrow_and_update().clone();
+            self.refresh_plugin_sd(&current).await;
             self.apply(&current);
             tokio::select! {
                 _ = tick.tick() => {}
@@ -180,6 +252,31 @@ impl ScrapeManager {
                     }
                 }
             }
+        }
+        let sd_cache = self.plugin_sd.lock();
+        for (i, sd) in cfg.plugin_sd_configs.iter().enumerate() {
+            let Some((_, groups)) = sd_cache.get(&format!("{}/{i}", cfg.job_name)) else {
+                continue;
+            };
+            for g in groups {
+                let mut group: LabelMap = g
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                group.insert("__meta_plugin".into(), sd.name.clone());
+                out.extend(g.targets.iter().map(|t| (group.clone(), address(t))));
+            }
+        }
+        drop(sd_cache);
+        // A plugin job without any discovery has one target named after
+        // the plugin.
+        if let Some(plugin) = &cfg.plugin
+            && cfg.static_configs.is_empty()
+            && cfg.file_sd_configs.is_empty()
+            && cfg.plugin_sd_configs.is_empty()
+        {
+            out.push((LabelMap::new(), address(&plugin.name)));
         }
         out
     }
@@ -263,7 +360,8 @@ impl ScrapeManager {
                     pool.cfg.clone(),
                     self.storage.clone(),
                     pool.client.clone(),
-                );
+                )
+                .with_plugins(self.plugins.get().cloned());
                 let state = lp.state.clone();
                 let task = tokio::spawn(lp.run(stop.clone()));
                 pool.running.insert(

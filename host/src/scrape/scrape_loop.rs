@@ -117,6 +117,8 @@ pub struct ScrapeLoop {
     /// Number of the current scrape (the first is 2).
     scrape_id: u64,
     pub state: Arc<Mutex<TargetState>>,
+    /// For jobs that name an exporter plugin instead of scraping over HTTP.
+    plugins: Option<Arc<crate::plugins::PluginManager>>,
 }
 
 fn now_ms() -> i64 {
@@ -146,7 +148,41 @@ impl ScrapeLoop {
             // `last_seen == 0` means "never"; ids start at 2 so 0 + 1 is no scrape.
             scrape_id: 1,
             state: Arc::new(Mutex::new(TargetState::default())),
+            plugins: None,
         }
+    }
+
+    /// Lets the loop call exporter plugins (jobs with `plugin:`).
+    pub fn with_plugins(mut self, plugins: Option<Arc<crate::plugins::PluginManager>>) -> Self {
+        self.plugins = plugins;
+        self
+    }
+
+    /// Calls the job's exporter plugin; its families, rendered as text
+    /// format, then take the same path as an HTTP scrape body. The instance
+    /// is looked up on every scrape so a reloaded plugin is used at once.
+    async fn fetch_plugin(&self, plugin: &crate::plugins::PluginUse) -> Result<Scraped, String> {
+        let Some(manager) = &self.plugins else {
+            return Err("plugins are not available in this process".into());
+        };
+        let instance = manager.instance(
+            plugin,
+            Some(self.target.timeout),
+            crate::plugins::World::Exporter,
+        )?;
+        let families = instance.collect().await.map_err(|e| e.to_string())?;
+        let body = crate::plugins::families_to_text(&families);
+        let limit = self.cfg.body_size_limit;
+        if limit > 0 && body.len() as u64 > limit {
+            return Err(format!(
+                "body size limit exceeded: {} bytes > {limit}",
+                body.len()
+            ));
+        }
+        Ok(Scraped {
+            body,
+            format: Format::Text,
+        })
     }
 
     /// Scrapes on the target's interval until cancelled, then marks every
@@ -175,6 +211,9 @@ impl ScrapeLoop {
     }
 
     async fn fetch(&self) -> Result<Scraped, String> {
+        if let Some(plugin) = &self.cfg.plugin {
+            return self.fetch_plugin(plugin).await;
+        }
         let mut req = self
             .client
             .current()

@@ -15,6 +15,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/status/flags", get(flags))
         .route("/api/v1/status/runtimeinfo", get(runtime_info))
         .route("/api/v1/status/buildinfo", get(build_info))
+        .route("/api/v1/status/plugins", get(plugins))
         .route("/api/v1/alertmanagers", get(alertmanagers))
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(alerts))
@@ -27,6 +28,17 @@ async fn config(State(state): State<AppState>) -> ApiResult {
     let yaml = serde_yaml::to_string(&*config)
         .map_err(|e| ApiError::internal(format!("cannot encode the configuration: {e}")))?;
     Ok(success(json!({ "yaml": yaml })))
+}
+
+/// Ember extension: the plugins in the plugin directory with version,
+/// world, health and last error.
+async fn plugins(State(state): State<AppState>) -> ApiResult {
+    let list = state
+        .control
+        .plugins()
+        .map(|p| p.status())
+        .unwrap_or_default();
+    Ok(success(json!(list)))
 }
 
 async fn flags(State(state): State<AppState>) -> ApiResult {

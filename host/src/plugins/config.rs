@@ -1,0 +1,123 @@
+//! The YAML shape of a plugin use (`plugin:` in a scrape config,
+//! `plugin_sd_configs` entries, `ember plugin notify-test --config`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Limits, PluginSettings};
+use crate::config::duration::PromDuration;
+
+/// A plugin by name (the `.wasm` file's stem in the plugin directory) with
+/// its config, grants and limits.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginUse {
+    #[serde(default)]
+    pub name: String,
+    /// Handed to the plugin as JSON.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, serde_yaml::Value>,
+    /// Hosts the plugin may reach: `host`, `host:port`, `*.domain`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
+    /// Absolute host directories the plugin may read (same path inside).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only_dirs: Vec<String>,
+    /// Per-call deadline (default 10s; for exporters at most the scrape timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<PromDuration>,
+    /// Linear memory cap in bytes (default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<usize>,
+    /// Cap on one outgoing HTTP response body in bytes (default 8 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<usize>,
+    /// Cap on samples (exporter) or targets (discoverer) per call
+    /// (default 200000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_samples: Option<usize>,
+    /// DNS server (`ip:port`) for SRV lookups (default: the first
+    /// `nameserver` of `/etc/resolv.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_server: Option<String>,
+    /// Discoverers only: how often `discover` is called (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<PromDuration>,
+}
+
+impl PluginUse {
+    /// Checks what can be checked without the plugin directory.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("plugin: name is required".into());
+        }
+        if self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return Err(format!("plugin: invalid name {:?}", self.name));
+        }
+        for dir in &self.read_only_dirs {
+            if !std::path::Path::new(dir).is_absolute() {
+                return Err(format!(
+                    "plugin {}: read_only_dirs entry {dir:?} must be absolute",
+                    self.name
+                ));
+            }
+        }
+        for host in &self.allow_hosts {
+            if host.is_empty() || host.contains('/') {
+                return Err(format!(
+                    "plugin {}: invalid allow_hosts entry {host:?}",
+                    self.name
+                ));
+            }
+        }
+        if let Some(server) = &self.dns_server
+            && server.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(format!(
+                "plugin {}: dns_server {server:?} must be ip:port",
+                self.name
+            ));
+        }
+        if self.memory_limit_bytes.is_some_and(|m| m < (1 << 20)) {
+            return Err(format!(
+                "plugin {}: memory_limit_bytes must be at least 1 MiB",
+                self.name
+            ));
+        }
+        serde_json::to_string(&self.config)
+            .map_err(|e| format!("plugin {}: config cannot be passed as JSON: {e}", self.name))?;
+        Ok(())
+    }
+
+    /// The instance settings; `max_timeout` caps the deadline (an exporter
+    /// must finish within its scrape timeout).
+    pub fn settings(&self, max_timeout: Option<std::time::Duration>) -> PluginSettings {
+        let mut limits = Limits::default();
+        if let Some(t) = self.timeout {
+            limits.timeout = t.as_duration();
+        }
+        if let Some(max) = max_timeout
+            && (self.timeout.is_none() || limits.timeout > max)
+        {
+            limits.timeout = max;
+        }
+        if let Some(m) = self.memory_limit_bytes {
+            limits.max_memory_bytes = m;
+        }
+        if let Some(m) = self.max_response_bytes {
+            limits.max_response_bytes = m;
+        }
+        if let Some(m) = self.max_samples {
+            limits.max_samples = m;
+        }
+        PluginSettings {
+            name: self.name.clone(),
+            config_json: serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into()),
+            allow_hosts: self.allow_hosts.clone(),
+            read_only_dirs: self.read_only_dirs.clone(),
+            dns_server: self.dns_server.clone(),
+            limits,
+        }
+    }
+}

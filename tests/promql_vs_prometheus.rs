@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use support::*;
 
@@ -149,7 +148,7 @@ struct Answer {
 fn ask(base: &str, path: &str, params: &[(&str, String)]) -> Result<Answer, String> {
     let mut url = format!("{base}{path}?");
     for (k, v) in params {
-        url.push_str(&format!("{k}={}&", urlencode(v)));
+        url.push_str(&format!("{k}={}&", enc(v)));
     }
     let body = match get(&url) {
         Ok(r) => r.body,
@@ -184,17 +183,6 @@ fn ask(base: &str, path: &str, params: &[(&str, String)]) -> Result<Answer, Stri
         }
     }
     Ok(Answer { series })
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn close(a: &str, b: &str) -> bool {
@@ -263,7 +251,8 @@ fn same_answers_as_prometheus() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let prom_dir = setup.path().join("prom");
+    // Prometheus::start_with serves the data directory `<dir>/prometheus`.
+    let prom_dir = setup.path().join("prometheus");
     let status = std::process::Command::new("promtool")
         .args(["tsdb", "create-blocks-from", "openmetrics", "-q"])
         .arg(&input)
@@ -276,29 +265,12 @@ fn same_answers_as_prometheus() {
     let mut ember = setup.start(&["--storage.tsdb.retention.time=100y"]);
     ember.wait_ready();
 
-    let prom_port = free_port();
-    let prom_config = setup.path().join("prometheus.yml");
-    std::fs::write(&prom_config, MINIMAL_CONFIG).unwrap();
-    let _prom = KillOnDrop(
-        std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", prom_config.display()))
-            .arg(format!("--storage.tsdb.path={}", prom_dir.display()))
-            .arg("--storage.tsdb.retention.time=100y")
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let prometheus = Prometheus::start_with(
+        setup.path(),
+        MINIMAL_CONFIG,
+        &["--storage.tsdb.retention.time=100y"],
     );
-    let prom = format!("http://127.0.0.1:{prom_port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while get(&format!("{prom}/-/ready")).map(|r| r.status).ok() != Some(200) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Prometheus did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let prom = prometheus.url("");
     let ember_base = ember.url("");
     let ember_base = ember_base.trim_end_matches('/');
 

@@ -445,6 +445,12 @@ impl Prometheus {
     /// Starts `prometheus` with `config` (YAML text) in `dir`, and waits
     /// until it is ready.
     pub fn start(dir: &Path, config: &str) -> Prometheus {
+        Self::start_with(dir, config, &[])
+    }
+
+    /// [`Prometheus::start`] with extra flags. Its data directory is
+    /// `dir/prometheus`, so blocks backfilled there are served.
+    pub fn start_with(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
         let port = free_port();
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
@@ -456,6 +462,7 @@ impl Prometheus {
                 dir.join("prometheus").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("prometheus log"))
             .spawn()

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    Array, AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array,
-};
+use datafusion::arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result as DfResult};
@@ -599,6 +597,3 @@ pub fn session(env: Arc<QueryEnv>) -> SessionState {
         .with_query_planner(Arc::new(PromQueryPlanner { env }))
         .build()
 }
-
-#[allow(dead_code)]
-fn _assert_array(_a: &dyn Array) {}

@@ -547,14 +547,13 @@ fn label_replace(input: Vec<SeriesData>, args: &[Arg]) -> Result<Vec<SeriesData>
             "invalid destination label name in label_replace(): {dst}"
         )));
     }
-    let template = go_template_to_rust(repl);
     Ok(input
         .into_iter()
         .map(|mut s| {
             let value = s.labels.get(src).unwrap_or("").to_owned();
             if let Some(caps) = re.captures(&value) {
                 let mut out = String::new();
-                caps.expand(&template, &mut out);
+                caps.expand(repl, &mut out);
                 s.labels = with_label(&s.labels, dst, &out);
                 if dst == "__name__" {
                     s.drop_name = false;
@@ -563,13 +562,6 @@ fn label_replace(input: Vec<SeriesData>, args: &[Arg]) -> Result<Vec<SeriesData>
             s
         })
         .collect())
-}
-
-/// Go's `$1`/`${1}` expansion treats `$1x` as the group named `1x`; Rust's
-/// does the same, so only `$$` needs no change. Kept as a seam should the
-/// dialects ever differ.
-fn go_template_to_rust(s: &str) -> String {
-    s.to_owned()
 }
 
 fn is_valid_label_name(s: &str) -> bool {

@@ -273,8 +273,9 @@ impl ScrapeLoop {
                 bytes.len()
             ));
         }
+        // `Vec::from(Bytes)` takes over the buffer without copying when unshared.
         let body =
-            String::from_utf8(bytes.to_vec()).map_err(|e| format!("body is not UTF-8: {e}"))?;
+            String::from_utf8(Vec::from(bytes)).map_err(|e| format!("body is not UTF-8: {e}"))?;
         let format = if content_type.starts_with("application/openmetrics-text") {
             Format::OpenMetrics
         } else {
@@ -463,6 +464,12 @@ impl ScrapeLoop {
     /// a series over a limit fails the whole scrape, as in Prometheus.
     fn check_label_limits(&self, labels: &Labels) -> Result<(), String> {
         let cfg = &self.cfg;
+        if cfg.label_limit == 0
+            && cfg.label_name_length_limit == 0
+            && cfg.label_value_length_limit == 0
+        {
+            return Ok(());
+        }
         let name = labels.metric_name().unwrap_or("");
         if cfg.label_limit > 0 && labels.len() as u64 > cfg.label_limit {
             return Err(format!(

@@ -1,8 +1,6 @@
 //! The one write path every ingester uses (scrape, push, remote write, rules,
 //! plugins): buffer samples, then commit them as a batch.
 
-use std::collections::HashMap;
-
 use crate::model::{Labels, Sample};
 
 use super::head::{AppendError, Placement};
@@ -63,30 +61,37 @@ impl<'a> Appender<'a> {
         let mut report = CommitReport::default();
         let mut new_series = Vec::new();
         let mut accepted: Vec<(u32, Sample, usize)> = Vec::with_capacity(self.pending.len());
-        // Newest pending sample per series, so a batch is checked in order.
-        let mut pending_last: HashMap<u32, Sample, foldhash::fast::FixedState> =
-            HashMap::with_capacity_and_hasher(self.pending.len(), Default::default());
+        let batch = head.begin_batch();
         // Whether any series has two samples in this batch; usually not
         // (a scrape or a remote-write request), and then no sorting is needed.
         let mut repeated = false;
         for (i, (labels, sample, hint)) in self.pending.into_iter().enumerate() {
             let idx = head.resolve(&labels, hint);
-            let series = head.series(idx);
-            if !series.logged && !new_series.iter().any(|(id, _)| *id == series.id) {
+            let series = head.series_mut(idx);
+            if !series.logged {
+                // Marked now so the series is logged once per batch; undone
+                // below if the WAL write fails.
+                series.logged = true;
                 new_series.push((series.id, labels));
             }
-            match head.place(idx, sample, pending_last.get(&idx).copied()) {
+            // The newest sample of this series accepted earlier in the batch,
+            // so a batch is checked in order.
+            let pending_last =
+                (series.batch == batch).then(|| accepted[series.batch_pos as usize].1);
+            match head.place(idx, sample, pending_last) {
                 Ok(Placement::Duplicate) => report.duplicates += 1,
                 Ok(_) => {
-                    match pending_last.entry(idx) {
-                        std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let series = head.series_mut(idx);
+                    match pending_last {
+                        Some(last) => {
                             repeated = true;
-                            if sample.t >= e.get().t {
-                                e.insert(sample);
+                            if sample.t >= last.t {
+                                series.batch_pos = accepted.len() as u32;
                             }
                         }
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(sample);
+                        None => {
+                            series.batch = batch;
+                            series.batch_pos = accepted.len() as u32;
                         }
                     }
                     accepted.push((idx, sample, i));
@@ -119,13 +124,15 @@ impl<'a> Appender<'a> {
                     .collect(),
             ));
         }
-        if !records.is_empty() {
-            wal.log(&records)?;
-        }
-        for (id, _) in &new_series {
-            if let Some(idx) = head.index_of(*id) {
-                head.series_mut(idx).logged = true;
+        if !records.is_empty()
+            && let Err(e) = wal.log(&records)
+        {
+            for (id, _) in &new_series {
+                if let Some(idx) = head.index_of(*id) {
+                    head.series_mut(idx).logged = false;
+                }
             }
+            return Err(e.into());
         }
         for (idx, s, _) in &accepted {
             head.insert(*idx, *s);

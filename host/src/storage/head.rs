@@ -62,6 +62,12 @@ pub struct MemSeries {
     pub logged: bool,
     /// False for a freed slot, waiting to be reused by a new series.
     pub alive: bool,
+    /// The commit (see [`Head::begin_batch`]) that last accepted a sample for
+    /// this series, and that sample's position in the commit's list. Kept
+    /// here rather than in a per-commit map so a commit does no hashing per
+    /// sample.
+    pub batch: u32,
+    pub batch_pos: u32,
 }
 
 /// A series and its samples in a time range, as reads return them.
@@ -105,6 +111,8 @@ pub struct Head {
     /// Slots of removed series, reused before the vector grows.
     free: Vec<u32>,
     live: usize,
+    /// Number of the current commit, for `MemSeries::batch`.
+    batch: u32,
 }
 
 impl Head {
@@ -114,6 +122,20 @@ impl Head {
             ooo_window_ms,
             ..Head::default()
         }
+    }
+
+    /// Starts a commit: returns its number, never 0, so `MemSeries::batch`
+    /// equal to it means "has a sample in this commit".
+    pub fn begin_batch(&mut self) -> u32 {
+        self.batch = self.batch.wrapping_add(1);
+        if self.batch == 0 {
+            // Wrapped: forget old numbers so none can match a new commit.
+            for s in &mut self.series {
+                s.batch = 0;
+            }
+            self.batch = 1;
+        }
+        self.batch
     }
 
     pub fn lookup(&self, labels: &Labels) -> Option<u32> {
@@ -193,6 +215,8 @@ impl Head {
             samples: super::chunk::ChunkedSamples::default(),
             logged,
             alive: true,
+            batch: 0,
+            batch_pos: 0,
         };
         let idx = match self.free.pop() {
             Some(idx) => {

@@ -116,7 +116,8 @@ fn grafana_data_source_sequence() {
     let v = json_of(get(&u("/api/v1/metadata?metric=node_load1&limit=1")).unwrap());
     assert!(v["data"].is_object(), "{v}");
 
-    // 5. Exemplars for a panel (Ember stores none yet: an empty list).
+    // 5. Exemplars for a panel (these series were written without any: an
+    // empty list; tests/exemplars.rs covers stored ones).
     let v = json_of(
         post_form(
             &u("/api/v1/query_exemplars"),

@@ -63,6 +63,7 @@ impl LimitedListener {
                             _slot: permit,
                             read_timeout: self.read_timeout,
                             deadline: None,
+                            in_request: false,
                         },
                         addr,
                     );
@@ -92,16 +93,19 @@ impl axum::serve::Listener for LimitedListener {
 }
 
 /// A connection that frees its slot when dropped and fails reads that wait
-/// longer than the read timeout. The clock starts when a read first has to
-/// wait after the connection opened or after the server last wrote (the end
-/// of the previous answer), so it bounds the whole next request (headers and
-/// body, however slowly they trickle in) and idle keep-alive time, as Go's
-/// `ReadTimeout` does.
+/// past the read timeout, with Go's `ReadTimeout` (and `IdleTimeout`, which
+/// defaults to it) in mind: between answers the clock bounds the idle time
+/// until a request starts; from a request's first bytes it starts again and
+/// bounds the whole request, however slowly it trickles in. hyper keeps
+/// reading while a handler runs (to notice a client going away), so, as in
+/// Go, an answer not written within the timeout ends the connection.
 pub struct GuardedStream {
     io: TcpStream,
     _slot: Option<OwnedSemaphorePermit>,
     read_timeout: Option<Duration>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes of a request have arrived since the server last wrote.
+    in_request: bool,
 }
 
 impl AsyncRead for GuardedStream {
@@ -111,8 +115,16 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Ready(r) => {
+                if !this.in_request && buf.filled().len() > before {
+                    // A request starts: its own clock from now on.
+                    this.in_request = true;
+                    this.deadline = None;
+                }
+                Poll::Ready(r)
+            }
             Poll::Pending => {
                 let Some(timeout) = this.read_timeout else {
                     return Poll::Pending;
@@ -143,8 +155,9 @@ impl AsyncWrite for GuardedStream {
         if let Poll::Ready(Ok(n)) = &r
             && *n > 0
         {
-            // An answer is going out: the next request gets a fresh clock.
+            // An answer is going out: the idle clock starts at the next wait.
             this.deadline = None;
+            this.in_request = false;
         }
         r
     }
@@ -168,6 +181,7 @@ impl AsyncWrite for GuardedStream {
             && *n > 0
         {
             this.deadline = None;
+            this.in_request = false;
         }
         r
     }
@@ -271,9 +285,13 @@ mod tests {
         let (mut s2, _) = tokio::time::timeout(Duration::from_secs(2), listener.accept_guarded())
             .await
             .unwrap();
-        // A write resets the clock.
+        // A request's first bytes restart the clock; an answer ends the request.
+        let mut c2 = _c2;
+        c2.write_all(b"G").await.unwrap();
+        assert_eq!(s2.read(&mut buf).await.unwrap(), 1);
+        assert!(s2.in_request && s2.deadline.is_none());
         s2.write_all(b"x").await.unwrap();
-        assert!(s2.deadline.is_none());
+        assert!(!s2.in_request && s2.deadline.is_none());
     }
 
     async fn post(router: axum::Router, body: axum::body::Body, len: Option<usize>) -> Response {

@@ -107,6 +107,13 @@ fn oversized_bodies_get_413_everywhere() {
         let small = announce(p, path, ct, 0).expect("answer");
         assert_ne!(small.0, 413, "{path}: {}", small.1);
     }
+    let metrics = get(&ember.url("/metrics")).unwrap().body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ember_http_requests_total{") && l.contains(r#"code="413""#)),
+        "{metrics}"
+    );
     ember.signal(libc::SIGTERM);
     assert!(ember.wait_exit(Duration::from_secs(20)).success());
 }
@@ -284,6 +291,16 @@ fn connection_limit_and_read_timeout_under_a_flood() {
         good.load(Ordering::SeqCst)
     );
     assert!(sent >= 100, "flood sent only {sent} requests");
+    // At least the first idle slot holder and the trickling client were
+    // timed out (the other idle ones may have been closed by us first).
+    let timeouts = ember
+        .metric("ember_http_read_timeouts_total")
+        .unwrap_or(0.0);
+    assert!(timeouts >= 2.0, "read timeouts: {timeouts}");
+    let accepted = ember
+        .metric("ember_http_connections_accepted_total")
+        .unwrap_or(0.0);
+    assert!(accepted >= sent as f64, "accepted {accepted} of {sent}");
     // And afterwards, as if nothing happened.
     let (code, v) = get_json(&ember.url("/api/v1/query?query=1%2B1"));
     assert_eq!((code, v["data"]["result"][1].as_str()), (200, Some("2")));

@@ -322,7 +322,11 @@ async fn serve(
         read_timeout: flags.read_timeout.into(),
     };
     let server = tokio::spawn(serve_listener(
-        web::limits::LimitedListener::new(listener, conn_limits),
+        web::limits::LimitedListener::new(
+            listener,
+            conn_limits,
+            web::limits::ConnectionCounters::new(&metrics, "web"),
+        ),
         app,
         security.clone(),
         shutdown.cancelled_owned(),
@@ -348,9 +352,10 @@ async fn serve(
             store: push_store.clone(),
         });
         let shutdown = control.shutdown.clone();
+        let push_counters = web::limits::ConnectionCounters::new(&metrics, "push");
         tokio::spawn(async move {
             if let Err(err) = serve_listener(
-                web::limits::LimitedListener::new(listener, conn_limits),
+                web::limits::LimitedListener::new(listener, conn_limits, push_counters),
                 push_app,
                 security,
                 shutdown.cancelled_owned(),

@@ -15,6 +15,9 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
+    pub http_connections_accepted: IntCounterVec,
+    pub http_connections_closed: IntCounterVec,
+    pub http_read_timeouts: IntCounterVec,
     pub head_series: IntGauge,
     pub head_samples_appended: prometheus::IntCounter,
     pub blocks_loaded: IntGauge,
@@ -84,6 +87,30 @@ impl Metrics {
             &["handler"],
         )?;
         registry.register(Box::new(http_request_duration.clone()))?;
+        let http_connections_accepted = IntCounterVec::new(
+            Opts::new(
+                "ember_http_connections_accepted_total",
+                "HTTP connections accepted, by listener.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(http_connections_accepted.clone()))?;
+        let http_connections_closed = IntCounterVec::new(
+            Opts::new(
+                "ember_http_connections_closed_total",
+                "HTTP connections closed, by listener.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(http_connections_closed.clone()))?;
+        let http_read_timeouts = IntCounterVec::new(
+            Opts::new(
+                "ember_http_read_timeouts_total",
+                "HTTP connections closed because they were idle or their request took longer than --web.read-timeout.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(http_read_timeouts.clone()))?;
 
         let head_series = IntGauge::new(
             "ember_tsdb_head_series",
@@ -159,6 +186,9 @@ impl Metrics {
             ready,
             http_requests,
             http_request_duration,
+            http_connections_accepted,
+            http_connections_closed,
+            http_read_timeouts,
         })
     }
 

@@ -28,17 +28,59 @@ pub struct ConnectionLimits {
     pub read_timeout: Duration,
 }
 
+/// Per-listener connection counters for `/metrics`.
+#[derive(Clone)]
+pub struct ConnectionCounters {
+    accepted: prometheus::IntCounter,
+    closed: prometheus::IntCounter,
+    timed_out: prometheus::IntCounter,
+}
+
+impl ConnectionCounters {
+    /// The counters of `listener` (`web`, `push`) in the registry.
+    pub fn new(metrics: &crate::telemetry::metrics::Metrics, listener: &str) -> ConnectionCounters {
+        ConnectionCounters {
+            accepted: metrics
+                .http_connections_accepted
+                .with_label_values(&[listener]),
+            closed: metrics
+                .http_connections_closed
+                .with_label_values(&[listener]),
+            timed_out: metrics.http_read_timeouts.with_label_values(&[listener]),
+        }
+    }
+
+    /// Counters registered nowhere (unit tests).
+    pub fn detached() -> ConnectionCounters {
+        let counter = || {
+            prometheus::IntCounter::new("detached", "not registered")
+                .unwrap_or_else(|_| unreachable!("a valid static metric name"))
+        };
+        ConnectionCounters {
+            accepted: counter(),
+            closed: counter(),
+            timed_out: counter(),
+        }
+    }
+}
+
 /// A TCP listener that holds at most `max_connections` open connections
 /// and closes connections whose requests do not arrive in time.
 pub struct LimitedListener {
     inner: TcpListener,
     slots: Option<Arc<Semaphore>>,
     read_timeout: Option<Duration>,
+    counters: ConnectionCounters,
 }
 
 impl LimitedListener {
-    pub fn new(inner: TcpListener, limits: ConnectionLimits) -> LimitedListener {
+    pub fn new(
+        inner: TcpListener,
+        limits: ConnectionLimits,
+        counters: ConnectionCounters,
+    ) -> LimitedListener {
         LimitedListener {
+            counters,
             inner,
             slots: (limits.max_connections > 0)
                 .then(|| Arc::new(Semaphore::new(limits.max_connections))),
@@ -57,6 +99,7 @@ impl LimitedListener {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
+                    self.counters.accepted.inc();
                     return (
                         GuardedStream {
                             io: stream,
@@ -64,6 +107,8 @@ impl LimitedListener {
                             read_timeout: self.read_timeout,
                             deadline: None,
                             in_request: false,
+                            timed_out: false,
+                            counters: self.counters.clone(),
                         },
                         addr,
                     );
@@ -106,6 +151,14 @@ pub struct GuardedStream {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Bytes of a request have arrived since the server last wrote.
     in_request: bool,
+    timed_out: bool,
+    counters: ConnectionCounters,
+}
+
+impl Drop for GuardedStream {
+    fn drop(&mut self) {
+        self.counters.closed.inc();
+    }
 }
 
 impl AsyncRead for GuardedStream {
@@ -133,10 +186,16 @@ impl AsyncRead for GuardedStream {
                     .deadline
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 match deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no complete request within the read timeout of {timeout:?}"),
-                    ))),
+                    Poll::Ready(()) => {
+                        if !this.timed_out {
+                            this.timed_out = true;
+                            this.counters.timed_out.inc();
+                        }
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no complete request within the read timeout of {timeout:?}"),
+                        )))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -267,6 +326,7 @@ mod tests {
                 max_connections: 1,
                 read_timeout: Duration::from_millis(200),
             },
+            ConnectionCounters::detached(),
         );
         let _c1 = TcpStream::connect(addr).await.unwrap();
         let (mut s1, _) = listener.accept_guarded().await;

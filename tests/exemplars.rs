@@ -229,3 +229,50 @@ fn remote_write_exemplars_and_the_ring_size() {
     assert_eq!(write_with_exemplars(&ember, 4000, &[("d", 4000)]), 204);
     assert_eq!(exemplars(&ember, "jobs_total"), json!([]));
 }
+
+/// Prometheus 2.42 scrapes the same OpenMetrics target and sends its
+/// exemplars to Ember by remote write (`send_exemplars`): Ember then answers
+/// `query_exemplars` exactly as Prometheus does.
+#[test]
+fn prometheus_remote_writes_exemplars_and_answers_alike() {
+    if !require_program("prometheus", "prometheus") {
+        return;
+    }
+    let target = TestTarget::start(Reply {
+        content_type: OPENMETRICS.into(),
+        ..Reply::text(EXPOSITION)
+    });
+    let setup = Setup::new();
+    setup.write_config(MINIMAL_CONFIG);
+    let mut ember = setup.start(&["--web.enable-remote-write-receiver"]);
+    ember.wait_ready();
+    let prom = Prometheus::start_with(
+        setup.path(),
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - url: {}\n    send_exemplars: true\n    queue_config: {{batch_send_deadline: 1s}}\n",
+            target.addr,
+            ember.url("/api/v1/write")
+        ),
+        &["--enable-feature=exemplar-storage"],
+    );
+    let query = "/api/v1/query_exemplars?query=http_requests_total";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, from_ember) = get_json(&ember.url(query));
+        let (_, from_prom) = get_json(&prom.url(query));
+        if from_ember["data"].as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(from_ember, from_prom);
+            assert_eq!(
+                from_ember["data"][0]["exemplars"][0]["labels"],
+                json!({"trace_id": "abc123"})
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exemplars reached Ember; prometheus log:\n{}",
+            prom.logs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

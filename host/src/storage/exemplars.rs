@@ -83,6 +83,9 @@ impl Ring {
 
     fn push(&mut self, series: Labels, exemplar: Exemplar) {
         let cap = self.slots.len();
+        if cap == 0 {
+            return;
+        }
         if let Some(old) = self.slots[self.next].take()
             && let Some(state) = self.series.get_mut(&old.series)
         {
@@ -203,12 +206,12 @@ impl ExemplarStore {
             .collect();
         let skip = kept.len().saturating_sub(max_exemplars);
         let mut fresh = Ring::with_capacity(max_exemplars);
-        fresh.appended_total = ring.appended_total;
-        fresh.out_of_order_total = ring.out_of_order_total;
         for (series, exemplar) in kept.into_iter().skip(skip) {
             fresh.push(series, exemplar);
         }
+        // Moving exemplars over is not appending them: the counters carry on.
         fresh.appended_total = ring.appended_total;
+        fresh.out_of_order_total = ring.out_of_order_total;
         *ring = fresh;
     }
 

@@ -116,12 +116,52 @@ fn grafana_data_source_sequence() {
     let v = json_of(get(&u("/api/v1/metadata?metric=node_load1&limit=1")).unwrap());
     assert!(v["data"].is_object(), "{v}");
 
-    // 5. Exemplars for a panel (Ember stores none yet: an empty list).
+    // 5. Exemplars for a panel: one trace, sent by remote write, shows up
+    // with its series; the range applies.
+    {
+        use ember::remote::proto;
+        let label = |n: &str, v: &str| proto::Label {
+            name: n.into(),
+            value: v.into(),
+        };
+        let body = proto::encode_request(&proto::WriteRequest {
+            timeseries: vec![proto::TimeSeries {
+                labels: vec![
+                    label("__name__", "http_requests_total"),
+                    label("instance", "a:80"),
+                    label("job", "api"),
+                ],
+                exemplars: vec![proto::Exemplar {
+                    labels: vec![label("trace_id", "4bf92f3577b34da6")],
+                    value: 1.0,
+                    timestamp: (now - 300) * 1000,
+                }],
+                ..proto::TimeSeries::default()
+            }],
+            metadata: vec![],
+        });
+        let r = post_remote_write(&u("/api/v1/write"), &body).unwrap();
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
     let v = json_of(
         post_form(
             &u("/api/v1/query_exemplars"),
             &format!("query={sel}&{range}"),
         )
+        .unwrap(),
+    );
+    assert_eq!(
+        v,
+        json!({"status": "success", "data": [{
+            "seriesLabels": {"__name__": "http_requests_total", "instance": "a:80", "job": "api"},
+            "exemplars": [{"labels": {"trace_id": "4bf92f3577b34da6"}, "value": "1", "timestamp": now - 300}]
+        }]})
+    );
+    let v = json_of(
+        get(&u(&format!(
+            "/api/v1/query_exemplars?query={sel}&start={}&end={now}",
+            now - 60
+        )))
         .unwrap(),
     );
     assert_eq!(v, json!({"status": "success", "data": []}));

@@ -285,7 +285,8 @@ fn series_labels_and_values() {
     assert_eq!((code, &v["data"]), (200, &json!([])), "never null");
 }
 
-/// promtool 2.42 (Debian `prometheus`) as a real API client.
+/// promtool 2.42 (Debian `prometheus`) as a real API client: `query
+/// labels|series|instant|range`.
 #[test]
 fn promtool_queries_series_and_labels() {
     if !require_program("promtool", "prometheus") {
@@ -314,6 +315,38 @@ fn promtool_queries_series_and_labels() {
     let series = run(&["series", "--match=http_requests_total", &server]);
     assert_eq!(series.lines().count(), 2, "{series}");
     assert!(series.contains("method=\"POST\""), "{series}");
+    let secs = |ms: i64| format!("{:.3}", ms as f64 / 1000.0);
+    let instant = run(&[
+        "instant",
+        &format!("--time={}", secs(f.base + 15_000)),
+        &server,
+        "sum by (job) (http_requests_total)",
+    ]);
+    assert!(
+        instant.contains(&format!(
+            "{{job=\"api\"}} => 2 @[{}]",
+            (f.base + 15_000) as f64 / 1000.0
+        )),
+        "{instant}"
+    );
+    let range = run(&[
+        "range",
+        &format!("--start={}", secs(f.base)),
+        &format!("--end={}", secs(f.base + 15_000)),
+        "--step=15s",
+        &server,
+        "node_load1",
+    ]);
+    assert!(
+        range.contains("node_load1{instance=\"n:1\", job=\"node\"} =>"),
+        "{range}"
+    );
+    let points: Vec<&str> = range.lines().filter(|l| l.contains(" @[")).collect();
+    assert_eq!(points.len(), 2, "{range}");
+    assert!(
+        points[0].starts_with("0 @[") && points[1].starts_with("1 @["),
+        "{range}"
+    );
 }
 
 #[test]
@@ -522,7 +555,8 @@ fn status_rules_alerts() {
 }
 
 /// Until the WAL is replayed, `/api/v1/*` answers 503 (the replay status
-/// excepted). Best effort: the window is short on a fast machine.
+/// excepted). 800,000 samples take long enough to replay (hundreds of
+/// milliseconds in a debug build) that polling every 2 ms sees the window.
 #[test]
 fn api_is_unavailable_until_ready() {
     let setup = Setup::new();
@@ -562,7 +596,11 @@ fn api_is_unavailable_until_ready() {
             _ => std::thread::sleep(Duration::from_millis(2)),
         }
     }
+    assert!(
+        saw_unready,
+        "never saw a 503 before ready: {}",
+        ember.logs()
+    );
     ember.wait_ready();
     assert_eq!(get(&ember.url("/api/v1/labels")).unwrap().status, 200);
-    println!("observed /api/v1 503 during replay: {saw_unready}");
 }

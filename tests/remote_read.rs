@@ -128,6 +128,88 @@ fn samples_and_streamed_answers() {
     assert_eq!(status, 400);
 }
 
+/// Frames of a streamed answer: (query index, series labels, chunk count).
+fn frames(body: &[u8]) -> Vec<(i64, usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = body[i];
+            len |= ((b & 0x7f) as usize) << shift;
+            i += 1;
+            shift += 7;
+            if b < 0x80 {
+                break;
+            }
+        }
+        let msg = &body[i + 4..i + 4 + len];
+        assert_eq!(&body[i..i + 4], &crc32c::crc32c(msg).to_be_bytes());
+        let f = proto::ChunkedReadResponse::decode(msg).unwrap();
+        assert_eq!(f.chunked_series.len(), 1, "one series per frame");
+        out.push((
+            f.query_index,
+            f.chunked_series[0].labels.len(),
+            f.chunked_series[0].chunks.len(),
+        ));
+        i += 4 + len;
+    }
+    out
+}
+
+#[test]
+fn read_limits_as_prometheus() {
+    let setup = Setup::new();
+    setup.write_config(MINIMAL_CONFIG);
+    let mut ember = setup.start(&[
+        "--web.enable-remote-write-receiver",
+        "--storage.remote.read-sample-limit=250",
+        "--storage.remote.read-max-bytes-in-frame=100",
+        "--storage.remote.read-concurrent-limit=1",
+    ]);
+    ember.wait_ready();
+    let samples: Vec<(i64, f64)> = (0..300).map(|i| (1_000_000 + i * 1000, i as f64)).collect();
+    write_series(
+        &ember,
+        &[(&[("__name__", "ember_only"), ("job", "x")], &samples)],
+    );
+    let url = ember.url("/api/v1/read");
+    // 200 samples fit, 300 do not: Prometheus's 400 and message.
+    let (status, _, _) = post_bytes(&url, &read_request(&[], 1_000_000, 1_199_000));
+    assert_eq!(status, 200);
+    let (status, _, body) = post_bytes(&url, &read_request(&[], 0, i64::MAX));
+    assert_eq!(status, 400);
+    assert_eq!(
+        String::from_utf8_lossy(&body).trim(),
+        "exceeded sample limit (250)"
+    );
+    // Streamed answers are not sample-limited; a small frame size splits the
+    // series over frames, each with the labels.
+    let (status, _, body) = post_bytes(
+        &url,
+        &read_request(&[ResponseType::StreamedXorChunks], 0, i64::MAX),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(frames(&body), [(0, 2, 1), (0, 2, 1), (0, 2, 1)]);
+    // With one slot, concurrent reads wait for each other and all succeed.
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || post_bytes(&url, &read_request(&[], 1_000_000, 1_099_000)).0)
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    let (_, flags) = get_json(&ember.url("/api/v1/status/flags"));
+    assert_eq!(flags["data"]["storage.remote.read-sample-limit"], "250");
+    assert_eq!(flags["data"]["storage.remote.read-concurrent-limit"], "1");
+    assert_eq!(
+        flags["data"]["storage.remote.read-max-bytes-in-frame"],
+        "100"
+    );
+}
+
 #[test]
 fn xor_chunks_match_promtool_blocks() {
     if !require_program("promtool", "prometheus") {

@@ -258,6 +258,7 @@ async fn serve(
             .effective_retention_time()
             .map(|d| d.as_millis() as i64),
         retention_bytes: flags.retention_size.filter(|s| *s > 0),
+        max_exemplars: max_exemplars(&config),
     };
     let evaluation_interval_ms = config.global.evaluation_interval.as_millis() as i64;
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
@@ -304,13 +305,28 @@ async fn serve(
         info: Arc::new(web::ServerInfo::new(&flags)),
         cors: Arc::new(cors),
         lookback_delta_ms: flags.query_lookback_delta.as_millis() as i64,
+        remote_read: web::RemoteReadLimits::new(
+            crate::remote::read_handler::ReadLimits {
+                sample_limit: flags.remote_read_sample_limit,
+                max_bytes_in_frame: flags.remote_read_max_bytes_in_frame,
+            },
+            flags.remote_read_concurrent_limit,
+        ),
         push: crate::push::http::PushState {
             store: push_store.clone(),
         },
     });
     let shutdown = control.shutdown.clone();
+    let conn_limits = web::limits::ConnectionLimits {
+        max_connections: flags.max_connections,
+        read_timeout: flags.read_timeout.into(),
+    };
     let server = tokio::spawn(serve_listener(
-        listener,
+        web::limits::LimitedListener::new(
+            listener,
+            conn_limits,
+            web::limits::ConnectionCounters::new(&metrics, "web"),
+        ),
         app,
         security.clone(),
         shutdown.cancelled_owned(),
@@ -336,9 +352,15 @@ async fn serve(
             store: push_store.clone(),
         });
         let shutdown = control.shutdown.clone();
+        let push_counters = web::limits::ConnectionCounters::new(&metrics, "push");
         tokio::spawn(async move {
-            if let Err(err) =
-                serve_listener(listener, push_app, security, shutdown.cancelled_owned()).await
+            if let Err(err) = serve_listener(
+                web::limits::LimitedListener::new(listener, conn_limits, push_counters),
+                push_app,
+                security,
+                shutdown.cancelled_owned(),
+            )
+            .await
             {
                 error!(err = %err, "Push listener stopped");
             }
@@ -538,7 +560,7 @@ async fn serve(
 /// Serves `app` on `listener`, behind TLS and basic auth when the web config
 /// file asks for them.
 async fn serve_listener(
-    listener: tokio::net::TcpListener,
+    listener: web::limits::LimitedListener,
     app: axum::Router,
     security: Option<(Arc<web::security::WebSecurity>, bool)>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -618,6 +640,9 @@ async fn reload(
             if let Some(manager) = control.rules() {
                 manager.apply(&config, rules).await;
             }
+            if let Some(storage) = control.storage() {
+                storage.exemplars().resize(max_exemplars(&config));
+            }
             config_tx.send_replace(Arc::new(config));
             metrics.config_last_reload_successful.set(1);
             metrics.config_last_reload_success_timestamp.set(unix_now());
@@ -632,6 +657,11 @@ async fn reload(
     };
     systemd::ready();
     result
+}
+
+/// The exemplar ring's size; Prometheus treats a negative value as 0 (off).
+fn max_exemplars(config: &Config) -> usize {
+    usize::try_from(config.storage.exemplars.max_exemplars).unwrap_or(0)
 }
 
 /// The folder relative paths in the config file are resolved against.

@@ -292,6 +292,43 @@ pub struct ServerFlags {
     #[arg(long = "web.enable-remote-write-receiver", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = bool_flag)]
     pub enable_remote_write_receiver: bool,
 
+    /// Maximum number of simultaneous connections across all listeners
+    /// (each listener has its own budget; 0 is no limit).
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// Maximum duration before timing out read of the request, and closing
+    /// idle connections (0 is no timeout).
+    #[arg(long = "web.read-timeout", value_name = "DURATION", default_value = "5m", value_parser = duration_flag)]
+    pub read_timeout: PromDuration,
+
+    /// Maximum overall number of samples to return via the remote read
+    /// interface, in a single query. 0 means no limit. This limit is ignored
+    /// for streamed response types.
+    #[arg(
+        long = "storage.remote.read-sample-limit",
+        value_name = "N",
+        default_value_t = 50_000_000
+    )]
+    pub remote_read_sample_limit: usize,
+
+    /// Maximum number of concurrent remote read calls. 0 means no limit.
+    #[arg(
+        long = "storage.remote.read-concurrent-limit",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    pub remote_read_concurrent_limit: usize,
+
+    /// Maximum number of bytes in a single frame for streaming remote read
+    /// response types before marshalling.
+    #[arg(
+        long = "storage.remote.read-max-bytes-in-frame",
+        value_name = "BYTES",
+        default_value_t = 1_048_576
+    )]
+    pub remote_read_max_bytes_in_frame: usize,
+
     /// Maximum time a query may take before being aborted.
     #[arg(long = "query.timeout", value_name = "DURATION", default_value = "2m", value_parser = duration_flag)]
     pub query_timeout: PromDuration,
@@ -360,7 +397,7 @@ impl ServerFlags {
     /// `/api/v1/status/flags` lists them (unset optional flags are "").
     pub fn flag_map(&self) -> std::collections::BTreeMap<String, String> {
         let opt = |v: Option<String>| v.unwrap_or_default();
-        let pairs: [(&str, String); 28] = [
+        let pairs: [(&str, String); 33] = [
             ("config.file", self.config_file.display().to_string()),
             (
                 "plugins.dir",
@@ -403,6 +440,20 @@ impl ServerFlags {
             (
                 "web.enable-remote-write-receiver",
                 self.enable_remote_write_receiver.to_string(),
+            ),
+            ("web.max-connections", self.max_connections.to_string()),
+            ("web.read-timeout", self.read_timeout.to_string()),
+            (
+                "storage.remote.read-sample-limit",
+                self.remote_read_sample_limit.to_string(),
+            ),
+            (
+                "storage.remote.read-concurrent-limit",
+                self.remote_read_concurrent_limit.to_string(),
+            ),
+            (
+                "storage.remote.read-max-bytes-in-frame",
+                self.remote_read_max_bytes_in_frame.to_string(),
             ),
             ("query.timeout", self.query_timeout.to_string()),
             ("query.max-samples", self.query_max_samples.to_string()),

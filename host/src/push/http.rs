@@ -30,7 +30,14 @@ pub fn push_routes(state: PushState) -> Router {
             axum::routing::put(put)
                 .post(post)
                 .delete(delete)
-                .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT)),
+                .layer(axum::extract::DefaultBodyLimit::disable())
+                .layer(axum::middleware::from_fn_with_state(
+                    crate::web::limits::BodyLimit {
+                        bytes: BODY_LIMIT,
+                        json: false,
+                    },
+                    crate::web::limits::body_limit,
+                )),
         )
         .route("/api/v1/metrics", get(api_metrics))
         .with_state(state)

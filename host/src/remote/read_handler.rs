@@ -5,7 +5,12 @@
 //! with raw samples (`SAMPLES`, the default), or, when the client lists
 //! `STREAMED_XOR_CHUNKS` first, a stream of frames
 //! `uvarint(length) | crc32c(message), big endian | ChunkedReadResponse`,
-//! one frame per series, each series' samples in XOR chunks of at most 120.
+//! at most one series per frame, each series' samples in XOR chunks of at
+//! most 120, a series split over several frames once its chunks pass
+//! `--storage.remote.read-max-bytes-in-frame`.
+//!
+//! `--storage.remote.read-sample-limit` bounds the samples of one query in a
+//! `SAMPLES` answer (streamed answers are not limited, as in Prometheus).
 //!
 //! As in Prometheus, equality matchers on this server's external labels are
 //! dropped before selecting (the data does not carry them), and the
@@ -34,6 +39,25 @@ pub enum ReadError {
     Storage(#[from] StorageError),
 }
 
+/// Prometheus's remote-read limits (`--storage.remote.read-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Samples one query may return in a `SAMPLES` answer; 0 is no limit.
+    pub sample_limit: usize,
+    /// Bytes of chunks (after the labels) a streamed frame may carry
+    /// before the series continues in the next frame.
+    pub max_bytes_in_frame: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            sample_limit: 50_000_000,
+            max_bytes_in_frame: 1_048_576,
+        }
+    }
+}
+
 /// The encoded answer and how to label it.
 pub struct ReadAnswer {
     pub body: Vec<u8>,
@@ -60,6 +84,7 @@ pub fn answer(
     storage: &Storage,
     req: &ReadRequest,
     external: &BTreeMap<String, String>,
+    limits: ReadLimits,
 ) -> Result<ReadAnswer, ReadError> {
     // Prometheus picks the first accepted type it supports; an empty list
     // means SAMPLES.
@@ -77,17 +102,30 @@ pub fn answer(
         let mut body = Vec::new();
         for (index, series) in results.into_iter().enumerate() {
             for s in series {
-                let frame = ChunkedReadResponse {
-                    chunked_series: vec![chunked(&s, external)],
-                    query_index: index as i64,
-                };
-                write_frame(&mut body, &frame.encode_to_vec());
+                for part in chunked(&s, external, limits.max_bytes_in_frame) {
+                    let frame = ChunkedReadResponse {
+                        chunked_series: vec![part],
+                        query_index: index as i64,
+                    };
+                    write_frame(&mut body, &frame.encode_to_vec());
+                }
             }
         }
         return Ok(ReadAnswer {
             body,
             streamed: true,
         });
+    }
+    if limits.sample_limit > 0 {
+        for series in &results {
+            let n: usize = series.iter().map(|s| s.samples.len()).sum();
+            if n > limits.sample_limit {
+                return Err(ReadError::BadRequest(format!(
+                    "exceeded sample limit ({})",
+                    limits.sample_limit
+                )));
+            }
+        }
     }
     let resp = ReadResponse {
         results: results
@@ -166,20 +204,38 @@ fn with_external(labels: &Labels, external: &BTreeMap<String, String>) -> Vec<pr
         .collect()
 }
 
-fn chunked(s: &SeriesSamples, external: &BTreeMap<String, String>) -> ChunkedSeries {
-    ChunkedSeries {
-        labels: with_external(&s.labels, external),
-        chunks: s
-            .samples
-            .chunks(super::xor::SAMPLES_PER_CHUNK)
-            .map(|c| proto::Chunk {
-                min_time_ms: c.first().map_or(0, |x| x.t),
-                max_time_ms: c.last().map_or(0, |x| x.t),
-                r#type: 1,
-                data: super::xor::encode(c),
-            })
-            .collect(),
+/// The series as XOR chunks, in as many parts as `max_bytes` asks for:
+/// a part ends once its labels and chunks pass it (by at most one chunk,
+/// as in Prometheus).
+fn chunked(
+    s: &SeriesSamples,
+    external: &BTreeMap<String, String>,
+    max_bytes: usize,
+) -> Vec<ChunkedSeries> {
+    let labels = with_external(&s.labels, external);
+    let budget = max_bytes as i64 - labels.iter().map(|l| l.encoded_len() as i64).sum::<i64>();
+    let mut parts = Vec::new();
+    let mut chunks = Vec::new();
+    let mut left = budget;
+    let mut iter = s.samples.chunks(super::xor::SAMPLES_PER_CHUNK).peekable();
+    while let Some(c) = iter.next() {
+        let chunk = proto::Chunk {
+            min_time_ms: c.first().map_or(0, |x| x.t),
+            max_time_ms: c.last().map_or(0, |x| x.t),
+            r#type: 1,
+            data: super::xor::encode(c),
+        };
+        left -= chunk.encoded_len() as i64;
+        chunks.push(chunk);
+        if left <= 0 || iter.peek().is_none() {
+            parts.push(ChunkedSeries {
+                labels: labels.clone(),
+                chunks: std::mem::take(&mut chunks),
+            });
+            left = budget;
+        }
     }
+    parts
 }
 
 fn write_frame(out: &mut Vec<u8>, msg: &[u8]) {
@@ -237,7 +293,7 @@ mod tests {
     fn samples_and_streamed_chunks() {
         let (_d, s) = storage();
         let ext = BTreeMap::from([("site".to_owned(), "x".to_owned())]);
-        let a = answer(&s, &request(&[]), &ext).unwrap();
+        let a = answer(&s, &request(&[]), &ext, ReadLimits::default()).unwrap();
         assert!(!a.streamed);
         let raw = snap::raw::Decoder::new().decompress_vec(&a.body).unwrap();
         let resp = ReadResponse::decode(raw.as_slice()).unwrap();
@@ -250,6 +306,7 @@ mod tests {
             &s,
             &request(&[ResponseType::StreamedXorChunks, ResponseType::Samples]),
             &ext,
+            ReadLimits::default(),
         )
         .unwrap();
         assert!(a.streamed);
@@ -278,5 +335,58 @@ mod tests {
         assert_eq!(decoded.len(), 191);
         assert_eq!(decoded[0].t, 10_000);
         assert_eq!(chunks[1].max_time_ms, 200_000);
+    }
+
+    fn frames(body: &[u8]) -> Vec<ChunkedReadResponse> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < body.len() {
+            let (mut len, mut shift) = (0usize, 0);
+            loop {
+                let b = body[i];
+                len |= ((b & 0x7f) as usize) << shift;
+                i += 1;
+                shift += 7;
+                if b < 0x80 {
+                    break;
+                }
+            }
+            out.push(ChunkedReadResponse::decode(&body[i + 4..i + 4 + len]).unwrap());
+            i += 4 + len;
+        }
+        out
+    }
+
+    #[test]
+    fn limits() {
+        let (_d, s) = storage();
+        let ext = BTreeMap::from([("site".to_owned(), "x".to_owned())]);
+        let tight = ReadLimits {
+            sample_limit: 190,
+            max_bytes_in_frame: 1,
+        };
+        let err = answer(&s, &request(&[]), &ext, tight).err().unwrap();
+        assert_eq!(err.to_string(), "exceeded sample limit (190)");
+        // Streamed answers ignore the sample limit; with a tiny frame size
+        // every chunk gets a frame of its own, each with the series' labels.
+        let a = answer(
+            &s,
+            &request(&[ResponseType::StreamedXorChunks]),
+            &ext,
+            tight,
+        )
+        .unwrap();
+        let frames = frames(&a.body);
+        assert_eq!(frames.len(), 2);
+        for f in &frames {
+            assert_eq!(f.chunked_series.len(), 1);
+            assert_eq!(f.chunked_series[0].chunks.len(), 1);
+            assert_eq!(f.chunked_series[0].labels.len(), 3);
+        }
+        let unlimited = ReadLimits {
+            sample_limit: 0,
+            ..ReadLimits::default()
+        };
+        assert!(answer(&s, &request(&[]), &ext, unlimited).is_ok());
     }
 }

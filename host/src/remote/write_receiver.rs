@@ -16,6 +16,7 @@ use prost::Message;
 
 use super::proto::WriteRequest;
 use crate::model::Labels;
+use crate::storage::exemplars::Exemplar;
 use crate::storage::{AppendError, Storage, StorageError};
 
 /// Largest decompressed request accepted; a bigger one is rejected, not buffered.
@@ -36,7 +37,10 @@ pub enum WriteError {
 pub struct WriteOutcome {
     pub samples: usize,
     pub duplicates: usize,
-    pub exemplars_ignored: usize,
+    pub exemplars: usize,
+    /// Out of order, duplicate or too long: dropped without failing the
+    /// request, as Prometheus drops them.
+    pub exemplars_rejected: usize,
     pub metadata_ignored: usize,
 }
 
@@ -66,6 +70,7 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
     // Which series each pending sample belongs to, for error messages.
     let mut owners: Vec<(usize, i64)> = Vec::new();
     let mut series_labels: Vec<Labels> = Vec::with_capacity(req.timeseries.len());
+    let mut exemplars: Vec<(usize, Exemplar)> = Vec::new();
     for (i, ts) in req.timeseries.into_iter().enumerate() {
         if !ts.histograms.is_empty() {
             return Err(WriteError::BadRequest(
@@ -81,7 +86,21 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
         if labels.is_empty() {
             return Err(WriteError::BadRequest(format!("series {i} has no labels")));
         }
-        outcome.exemplars_ignored += ts.exemplars.len();
+        for e in &ts.exemplars {
+            let labels =
+                Labels::from_pairs(e.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+                    .map_err(|err| {
+                        WriteError::BadRequest(format!("series {i}: exemplar: {err}"))
+                    })?;
+            exemplars.push((
+                i,
+                Exemplar {
+                    labels,
+                    value: e.value,
+                    timestamp_ms: e.timestamp,
+                },
+            ));
+        }
         for s in &ts.samples {
             app.append(labels.clone(), s.timestamp, s.value);
             owners.push((i, s.timestamp));
@@ -89,6 +108,16 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
         series_labels.push(labels);
     }
     let report = app.commit()?;
+    // Exemplars go in after their samples are committed, as in Prometheus.
+    for (i, exemplar) in exemplars {
+        match storage.exemplars().add(&series_labels[i], exemplar) {
+            Ok(()) => outcome.exemplars += 1,
+            Err(err) => {
+                outcome.exemplars_rejected += 1;
+                tracing::debug!(series = %series_labels[i], err = %err, "Remote-write exemplar not stored");
+            }
+        }
+    }
     outcome.samples = report.appended;
     outcome.duplicates = report.duplicates;
     if let Some((idx, err)) = report.rejected.first() {

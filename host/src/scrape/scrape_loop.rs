@@ -322,6 +322,7 @@ impl ScrapeLoop {
         let id = self.scrape_id;
         let fetched = self.fetch().await;
         let mut app_samples: Vec<(Labels, i64, f64, Option<u32>)> = Vec::new();
+        let mut exemplars: Vec<(Labels, crate::storage::exemplars::Exemplar)> = Vec::new();
         let mut scraped = 0usize;
         let mut added = 0usize;
         let mut metadata: HashMap<String, Metadata> = HashMap::new();
@@ -367,6 +368,17 @@ impl ScrapeLoop {
                             Some(ts) if self.cfg.honor_timestamps => ts,
                             _ => t,
                         };
+                        if let Some(e) = sample.exemplar {
+                            // An exemplar without a timestamp gets the scrape's, as in Prometheus.
+                            exemplars.push((
+                                labels.clone(),
+                                crate::storage::exemplars::Exemplar {
+                                    labels: e.labels,
+                                    value: e.value,
+                                    timestamp_ms: e.timestamp_ms.unwrap_or(t),
+                                },
+                            ));
+                        }
                         app_samples.push((labels, ts, sample.value, slot));
                     }
                     Entry::Help { family, help } => {
@@ -397,6 +409,7 @@ impl ScrapeLoop {
         };
         if result.is_err() {
             app_samples.clear();
+            exemplars.clear();
             added = 0;
         }
         let post_relabel = app_samples.len();
@@ -429,8 +442,11 @@ impl ScrapeLoop {
         ] {
             app.append(self.report_labels(name), t, value);
         }
-        if let Err(e) = app.commit() {
-            tracing::error!(target = %self.target.url, err = %e, "Cannot store scraped samples");
+        match app.commit() {
+            Ok(_) => self.store_exemplars(exemplars),
+            Err(e) => {
+                tracing::error!(target = %self.target.url, err = %e, "Cannot store scraped samples")
+            }
         }
         // New series: keep the head's copy of their labels from now on.
         for entry in self
@@ -457,6 +473,21 @@ impl ScrapeLoop {
         state.last_samples = scraped;
         if up == 1.0 {
             state.metadata = metadata;
+        }
+    }
+
+    /// Exemplars of the stored samples. Duplicates (the same exemplar
+    /// exposed scrape after scrape) are expected and dropped quietly.
+    fn store_exemplars(&self, exemplars: Vec<(Labels, crate::storage::exemplars::Exemplar)>) {
+        use crate::storage::exemplars::ExemplarError;
+        let store = self.storage.exemplars();
+        for (series, exemplar) in exemplars {
+            match store.add(&series, exemplar) {
+                Ok(()) | Err(ExemplarError::Duplicate | ExemplarError::Disabled) => {}
+                Err(e) => {
+                    tracing::debug!(target = %self.target.url, series = %series, err = %e, "Exemplar not stored")
+                }
+            }
         }
     }
 

@@ -9,6 +9,7 @@ pub mod batches;
 pub mod block;
 pub mod chunk;
 pub mod compact;
+pub mod exemplars;
 pub mod head;
 pub mod index;
 pub mod lock;
@@ -60,6 +61,8 @@ pub struct StorageOptions {
     pub retention_ms: Option<i64>,
     /// Delete the oldest blocks while blocks + WAL exceed this many bytes, if set.
     pub retention_bytes: Option<u64>,
+    /// `storage.exemplars.max_exemplars`: the exemplar ring's size (0 disables).
+    pub max_exemplars: usize,
 }
 
 impl Default for StorageOptions {
@@ -70,6 +73,7 @@ impl Default for StorageOptions {
             max_block_range_ms: 31 * 24 * 3600 * 1000,
             retention_ms: Some(15 * 24 * 3600 * 1000),
             retention_bytes: None,
+            max_exemplars: 100_000,
         }
     }
 }
@@ -125,6 +129,8 @@ pub struct Storage {
     maintenance: Mutex<()>,
     /// Deleted intervals, hidden from reads and dropped when blocks are written.
     tombstones: tombstones::Tombstones,
+    /// The newest exemplars, in memory only.
+    exemplars: exemplars::ExemplarStore,
     pub metrics: StorageMetrics,
 }
 
@@ -228,8 +234,10 @@ impl Storage {
             "WAL replay completed"
         );
         let wal = Wal::open(&wal_dir)?;
+        let exemplars = exemplars::ExemplarStore::new(opts.max_exemplars);
         Ok((
             Storage {
+                exemplars,
                 dir: dir.to_owned(),
                 opts,
                 head: RwLock::new(head),
@@ -241,6 +249,11 @@ impl Storage {
             },
             report,
         ))
+    }
+
+    /// The exemplar store scrapes and remote write add to.
+    pub fn exemplars(&self) -> &exemplars::ExemplarStore {
+        &self.exemplars
     }
 
     pub fn appender(&self) -> Appender<'_> {

@@ -29,6 +29,7 @@ fn open_small(dir: &Path, retention_ms: Option<i64>, retention_bytes: Option<u64
             max_block_range_ms: retention_ms.map_or(9000, |r| (r / 10).max(1000)),
             retention_ms,
             retention_bytes,
+            ..StorageOptions::default()
         },
         |_| {},
     )

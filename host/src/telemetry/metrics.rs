@@ -15,12 +15,20 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
+    pub http_connections_accepted: IntCounterVec,
+    pub http_connections_closed: IntCounterVec,
+    pub http_read_timeouts: IntCounterVec,
     pub head_series: IntGauge,
     pub head_samples_appended: prometheus::IntCounter,
     pub blocks_loaded: IntGauge,
     pub head_cuts: prometheus::IntCounter,
     pub compactions: prometheus::IntCounter,
     pub retention_deletions: prometheus::IntCounter,
+    pub exemplar_max: IntGauge,
+    pub exemplars_in_storage: IntGauge,
+    pub exemplar_series: IntGauge,
+    pub exemplars_appended: prometheus::IntCounter,
+    pub exemplars_out_of_order: prometheus::IntCounter,
 }
 
 /// Raises a registry counter to a total the storage keeps itself.
@@ -79,6 +87,30 @@ impl Metrics {
             &["handler"],
         )?;
         registry.register(Box::new(http_request_duration.clone()))?;
+        let http_connections_accepted = IntCounterVec::new(
+            Opts::new(
+                "ember_http_connections_accepted_total",
+                "HTTP connections accepted, by listener.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(http_connections_accepted.clone()))?;
+        let http_connections_closed = IntCounterVec::new(
+            Opts::new(
+                "ember_http_connections_closed_total",
+                "HTTP connections closed, by listener.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(http_connections_closed.clone()))?;
+        let http_read_timeouts = IntCounterVec::new(
+            Opts::new(
+                "ember_http_read_timeouts_total",
+                "HTTP connections closed because they were idle or their request took longer than --web.read-timeout.",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(http_read_timeouts.clone()))?;
 
         let head_series = IntGauge::new(
             "ember_tsdb_head_series",
@@ -110,7 +142,38 @@ impl Metrics {
         )?;
         registry.register(Box::new(retention_deletions.clone()))?;
 
+        let exemplar_max = IntGauge::new(
+            "ember_tsdb_exemplar_max_exemplars",
+            "Total number of exemplars the exemplar storage can store, resizeable.",
+        )?;
+        registry.register(Box::new(exemplar_max.clone()))?;
+        let exemplars_in_storage = IntGauge::new(
+            "ember_tsdb_exemplar_exemplars_in_storage",
+            "Number of exemplars currently in circular storage.",
+        )?;
+        registry.register(Box::new(exemplars_in_storage.clone()))?;
+        let exemplar_series = IntGauge::new(
+            "ember_tsdb_exemplar_series_with_exemplars_in_storage",
+            "Number of series with exemplars currently in circular storage.",
+        )?;
+        registry.register(Box::new(exemplar_series.clone()))?;
+        let exemplars_appended = prometheus::IntCounter::new(
+            "ember_tsdb_exemplar_exemplars_appended_total",
+            "Total number of appended exemplars.",
+        )?;
+        registry.register(Box::new(exemplars_appended.clone()))?;
+        let exemplars_out_of_order = prometheus::IntCounter::new(
+            "ember_tsdb_exemplar_out_of_order_exemplars_total",
+            "Total number of out of order exemplar ingestion failed attempts.",
+        )?;
+        registry.register(Box::new(exemplars_out_of_order.clone()))?;
+
         Ok(Metrics {
+            exemplar_max,
+            exemplars_in_storage,
+            exemplar_series,
+            exemplars_appended,
+            exemplars_out_of_order,
             blocks_loaded,
             head_cuts,
             compactions,
@@ -123,6 +186,9 @@ impl Metrics {
             ready,
             http_requests,
             http_request_duration,
+            http_connections_accepted,
+            http_connections_closed,
+            http_read_timeouts,
         })
     }
 
@@ -140,6 +206,13 @@ impl Metrics {
             m.blocks_deleted_by_retention.load(Relaxed),
         );
         self.blocks_loaded.set(storage.blocks().len() as i64);
+        let ex = storage.exemplars().stats();
+        self.exemplar_max.set(ex.max_exemplars as i64);
+        self.exemplars_in_storage
+            .set(ex.exemplars_in_storage as i64);
+        self.exemplar_series.set(ex.series_with_exemplars as i64);
+        catch_up(&self.exemplars_appended, ex.appended_total);
+        catch_up(&self.exemplars_out_of_order, ex.out_of_order_total);
     }
 
     /// The registry in Prometheus text format 0.0.4.

@@ -12,7 +12,7 @@ use super::AppState;
 use crate::model::{MatchOp, Matcher};
 
 /// Form bodies above this are refused, as Go's `ParseForm` refuses them.
-const FORM_BODY_LIMIT: usize = 10 << 20;
+pub const FORM_BODY_LIMIT: usize = 10 << 20;
 
 /// Earliest time the API accepts, Prometheus's `MinTime` in milliseconds.
 pub const MIN_TIME_MS: i64 = (i64::MIN / 1000 + 62_135_596_801) * 1000;
@@ -75,7 +75,17 @@ impl<S: Send + Sync> FromRequest<S> for Params {
         if is_form && matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
             let body = axum::body::to_bytes(req.into_body(), FORM_BODY_LIMIT)
                 .await
-                .map_err(|e| ApiError::bad_data(format!("error parsing form values: {e}")))?;
+                .map_err(|e| {
+                    if super::limits::is_too_large(&e) {
+                        ApiError::new(
+                            "bad_data",
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("error parsing form values: the body is larger than the {FORM_BODY_LIMIT} bytes accepted"),
+                        )
+                    } else {
+                        ApiError::bad_data(format!("error parsing form values: {e}"))
+                    }
+                })?;
             pairs = parse_pairs(&body);
         }
         pairs.extend(query.unwrap_or_default());
@@ -291,6 +301,13 @@ pub fn parse_selector(text: &str) -> Result<Vec<Vec<Matcher>>, String> {
             "parse error: {text:?} is not a series selector (a metric name and/or label matchers in braces)"
         ));
     };
+    vector_selector_matchers(&vs)
+}
+
+/// A selector's matcher sets: one, or one per `or` group.
+pub fn vector_selector_matchers(
+    vs: &promql_parser::parser::VectorSelector,
+) -> Result<Vec<Vec<Matcher>>, String> {
     let name = vs.name.as_deref();
     if vs.matchers.or_matchers.is_empty() {
         Ok(vec![convert_matchers(name, &vs.matchers.matchers)?])

@@ -7,6 +7,7 @@ mod cors;
 mod federate;
 mod instrument;
 mod lifecycle;
+pub mod limits;
 mod metadata_api;
 mod query_api;
 pub mod security;
@@ -37,6 +38,27 @@ pub struct AppState {
     pub cors: Arc<cors::CorsPolicy>,
     /// `--query.lookback-delta`: how far back `/federate` looks.
     pub lookback_delta_ms: i64,
+    pub remote_read: RemoteReadLimits,
+}
+
+/// `--storage.remote.read-*`: what one remote read may return, and how many
+/// may run at once (the others wait, as behind Prometheus's gate).
+#[derive(Clone)]
+pub struct RemoteReadLimits {
+    pub limits: crate::remote::read_handler::ReadLimits,
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl RemoteReadLimits {
+    pub fn new(
+        limits: crate::remote::read_handler::ReadLimits,
+        concurrent: usize,
+    ) -> RemoteReadLimits {
+        RemoteReadLimits {
+            limits,
+            gate: (concurrent > 0).then(|| Arc::new(tokio::sync::Semaphore::new(concurrent))),
+        }
+    }
 }
 
 pub use cors::CorsPolicy;
@@ -100,6 +122,13 @@ pub fn router(state: AppState) -> Router {
         .merge(admin_api::routes())
         .merge(sql_api::routes())
         .layer(axum::middleware::from_fn_with_state(
+            limits::BodyLimit {
+                bytes: api::FORM_BODY_LIMIT,
+                json: true,
+            },
+            limits::body_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::require_ready,
         ));
@@ -125,15 +154,26 @@ pub fn router(state: AppState) -> Router {
         .merge(federation)
         .route(
             "/api/v1/write",
-            axum::routing::post(remote_write).layer(axum::extract::DefaultBodyLimit::max(
-                REMOTE_WRITE_BODY_LIMIT,
-            )),
+            axum::routing::post(remote_write)
+                .layer(axum::extract::DefaultBodyLimit::disable())
+                .layer(axum::middleware::from_fn_with_state(
+                    limits::BodyLimit {
+                        bytes: REMOTE_WRITE_BODY_LIMIT,
+                        json: false,
+                    },
+                    limits::body_limit,
+                )),
         )
         .route(
             "/api/v1/read",
             axum::routing::post(remote_read)
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    REMOTE_WRITE_BODY_LIMIT,
+                .layer(axum::extract::DefaultBodyLimit::disable())
+                .layer(axum::middleware::from_fn_with_state(
+                    limits::BodyLimit {
+                        bytes: REMOTE_READ_BODY_LIMIT,
+                        json: false,
+                    },
+                    limits::body_limit,
                 ))
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
@@ -187,6 +227,8 @@ async fn wal_replay(
 
 /// Compressed remote-write bodies above this are refused (413) rather than buffered.
 const REMOTE_WRITE_BODY_LIMIT: usize = 64 << 20;
+/// A remote-read request is a few queries; anything near this is not one.
+const REMOTE_READ_BODY_LIMIT: usize = 4 << 20;
 
 /// `POST /api/v1/read`: Prometheus remote read (samples or streamed XOR chunks).
 async fn remote_read(
@@ -205,9 +247,15 @@ async fn remote_read(
         .global
         .external_labels
         .clone();
+    // Held until the answer is built; later reads wait for a free slot.
+    let _slot = match &state.remote_read.gate {
+        Some(gate) => gate.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    let limits = state.remote_read.limits;
     let result = tokio::task::spawn_blocking(move || {
         let req = read_handler::decode(&body)?;
-        read_handler::answer(&storage, &req, &external)
+        read_handler::answer(&storage, &req, &external, limits)
     })
     .await;
     match result {

@@ -34,9 +34,9 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// Exemplars are not stored yet: parameters are checked as Prometheus
-/// checks them, and the answer is always an empty list.
-async fn query_exemplars(params: Params) -> ApiResult {
+/// `/api/v1/query_exemplars`: the stored exemplars of the series the
+/// query's selectors pick, in `[start, end]`.
+async fn query_exemplars(State(state): State<AppState>, params: Params) -> ApiResult {
     let start = super::api::time_param(&params, "start", super::api::MIN_TIME_MS)?;
     let end = super::api::time_param(&params, "end", super::api::MAX_TIME_MS)?;
     if end < start {
@@ -44,8 +44,69 @@ async fn query_exemplars(params: Params) -> ApiResult {
             "end timestamp must not be before start timestamp",
         ));
     }
-    parse_expr(&params)?;
-    Ok(super::api::success(serde_json::json!([])))
+    let expr = parse_expr(&params)?;
+    let sets = selector_matchers(&expr).map_err(|e| ApiError::invalid_param("query", e))?;
+    if sets.is_empty() {
+        // Prometheus answers a query without selectors (`1+1`) with no data at all.
+        return Ok(success_raw("null", &[], &[]));
+    }
+    let storage = state
+        .control
+        .storage()
+        .ok_or_else(|| ApiError::unavailable("storage not ready"))?;
+    let found = storage.exemplars().select(start, end, &sets);
+    let mut data = String::from("[");
+    for (i, series) in found.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        data.push_str(r#"{"seriesLabels":"#);
+        write_labels(&mut data, &series.series);
+        data.push_str(r#","exemplars":["#);
+        for (j, e) in series.exemplars.iter().enumerate() {
+            if j > 0 {
+                data.push(',');
+            }
+            data.push_str(r#"{"labels":"#);
+            write_labels(&mut data, &e.labels);
+            data.push_str(r#","value":"#);
+            write_str(&mut data, &format_value(e.value));
+            data.push_str(r#","timestamp":"#);
+            write_timestamp(&mut data, e.timestamp_ms);
+            data.push('}');
+        }
+        data.push_str("]}");
+    }
+    data.push(']');
+    Ok(success_raw(&data, &[], &[]))
+}
+
+/// The matcher sets of every vector and matrix selector in `expr`, as
+/// Prometheus's `ExtractSelectors` finds them.
+fn selector_matchers(
+    expr: &promql_parser::parser::Expr,
+) -> Result<Vec<Vec<crate::model::Matcher>>, String> {
+    use promql_parser::parser::Expr;
+    use promql_parser::util::{ExprVisitor, walk_expr};
+    struct Collect(Vec<Vec<crate::model::Matcher>>);
+    impl ExprVisitor for Collect {
+        type Error = String;
+        fn pre_visit(&mut self, e: &Expr) -> Result<bool, String> {
+            let vs = match e {
+                Expr::VectorSelector(vs) => vs,
+                Expr::MatrixSelector(ms) => &ms.vs,
+                _ => return Ok(true),
+            };
+            self.0.extend(super::api::vector_selector_matchers(vs)?);
+            Ok(true)
+        }
+        fn post_visit(&mut self, _: &Expr) -> Result<bool, String> {
+            Ok(true)
+        }
+    }
+    let mut found = Collect(Vec::new());
+    walk_expr(&mut found, expr)?;
+    Ok(found.0)
 }
 
 fn engine(state: &AppState) -> Result<&Engine, ApiError> {
@@ -262,7 +323,13 @@ fn write_point(out: &mut String, t: i64, v: &str) {
 }
 
 fn write_metric(out: &mut String, labels: &Labels) {
-    out.push_str("{\"metric\":{");
+    out.push_str("{\"metric\":");
+    write_labels(out, labels);
+}
+
+/// A label set as a JSON object, in label order.
+fn write_labels(out: &mut String, labels: &Labels) {
+    out.push('{');
     for (i, l) in labels.iter().enumerate() {
         if i > 0 {
             out.push(',');

@@ -31,13 +31,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::limits::{GuardedStream, LimitedListener};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use serde::Deserialize;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 #[derive(Debug, Default, Deserialize)]
@@ -311,24 +311,20 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// tasks, so a slow client does not hold up others, and each one reads the
 /// web config file again (rotated certificates apply at once).
 pub struct TlsListener {
-    rx: mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
+    rx: mpsc::Receiver<(tokio_rustls::server::TlsStream<GuardedStream>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, sec: Arc<WebSecurity>) -> std::io::Result<TlsListener> {
-        let local = listener.local_addr()?;
+    pub fn new(
+        mut listener: LimitedListener,
+        sec: Arc<WebSecurity>,
+    ) -> std::io::Result<TlsListener> {
+        let local = axum::serve::Listener::local_addr(&listener)?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let (stream, addr) = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(err) => {
-                        tracing::debug!(err = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+                let (stream, addr) = listener.accept_guarded().await;
                 if tx.is_closed() {
                     return;
                 }
@@ -360,7 +356,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Io = tokio_rustls::server::TlsStream<GuardedStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -19,7 +19,18 @@ use crate::sql::{SqlError, SqlOutput};
 const BODY_LIMIT: usize = 1 << 20;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/sql", get(sql).post(sql))
+    Router::new().route(
+        "/api/v1/sql",
+        get(sql)
+            .post(sql)
+            .layer(axum::middleware::from_fn_with_state(
+                super::limits::BodyLimit {
+                    bytes: BODY_LIMIT,
+                    json: true,
+                },
+                super::limits::body_limit,
+            )),
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

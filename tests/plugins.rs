@@ -109,19 +109,26 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
     let mut ember = setup.start(&[]);
     ember.wait_ready();
 
-    for reason in [
+    // Each misbehaviour has its own reason, in the metrics and in the log.
+    let reasons = [
         "timeout",
         "out_of_memory",
         "panic",
-        "plugin_error",
+        "forbidden_file",
         "forbidden_host",
         "output_limit",
         "invalid_output",
-    ] {
+    ];
+    for reason in reasons {
         wait_for(&format!("a {reason} error"), &ember, || {
             errors(&ember, "hostile", reason) >= 1.0
         });
     }
+    assert_eq!(
+        errors(&ember, "hostile", "plugin_error"),
+        0.0,
+        "every hostile case is recognised"
+    );
     // Faulted instances were replaced and the faults keep failing only
     // their own calls: the well-behaved job scrapes fine meanwhile.
     wait_for("hostile_ok", &ember, || {
@@ -172,7 +179,7 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
         error_of("panic")
     );
     assert!(
-        error_of("file").contains("/etc/passwd"),
+        error_of("file").contains("forbidden_file") && error_of("file").contains("/etc/passwd"),
         "{}",
         error_of("file")
     );
@@ -187,8 +194,33 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
         error_of("huge")
     );
     let logs = ember.logs();
-    assert!(logs.contains("reason=timeout"), "{logs}");
-    assert!(logs.contains("reason=out_of_memory"), "{logs}");
+    for reason in reasons {
+        assert!(
+            logs.contains(&format!("reason={reason}")),
+            "{reason}: {logs}"
+        );
+    }
+    assert!(
+        logs.contains("Plugin tried to open a path outside its granted directories")
+            && logs.contains("path=/etc/passwd"),
+        "{logs}"
+    );
+
+    // Per-plugin metrics: calls, their duration, memory in use.
+    let metrics = get(&ember.url("/metrics")).unwrap().body;
+    for series in [
+        "ember_plugin_calls_total{function=\"collect\",plugin=\"hostile\"}",
+        "ember_plugin_call_duration_seconds_count{function=\"collect\",plugin=\"hostile\"}",
+        "ember_plugin_memory_bytes{plugin=\"hostile\"}",
+        "ember_plugin_instance_restarts_total{plugin=\"hostile\"}",
+    ] {
+        let value: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing:\n{metrics}"));
+        assert!(value > 0.0, "{series} {value}");
+    }
 
     // The status endpoint reports the plugin and its last error.
     let (status, body) = get_json(&ember.url("/api/v1/status/plugins"));
@@ -330,7 +362,7 @@ fn plugin_check_and_list() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("ember:plugin/discoverer@0.1.0"), "{stdout}");
+    assert!(stdout.contains("ember:plugin/discoverer@0.1.1"), "{stdout}");
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.wasm");
@@ -408,7 +440,7 @@ fn node_exporter_plugin_matches_node_exporter() {
     let setup = Setup::new();
     install(&setup, "node-exporter");
     setup.write_config(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    plugin:\n      name: node-exporter\n      read_only_dirs: [/proc]\n",
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    plugin:\n      name: node-exporter\n      read_only_dirs: [/proc]\n      stat_filesystems: [/]\n",
     );
     let mut ember = setup.start(&[]);
     ember.wait_ready();
@@ -506,6 +538,56 @@ fn node_exporter_plugin_matches_node_exporter() {
             "{device} reads {ours} vs {value}"
         );
     }
+    // Filesystems: the same mount points (Debian's default exclusions),
+    // sizes and inode totals exact, free space close (it moves).
+    let fs_series = |name: &str| -> Vec<(String, f64)> {
+        real.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}{{")))
+            .filter_map(|l| {
+                let (labels, value) = l.rsplit_once("} ")?;
+                Some((labels.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    };
+    let sizes = fs_series("node_filesystem_size_bytes");
+    assert!(!sizes.is_empty(), "node_exporter reports filesystems");
+    for name in [
+        "node_filesystem_size_bytes",
+        "node_filesystem_files",
+        "node_filesystem_readonly",
+        "node_filesystem_device_error",
+        "node_filesystem_free_bytes",
+        "node_filesystem_avail_bytes",
+        "node_filesystem_files_free",
+    ] {
+        let theirs = fs_series(name);
+        let (_, ours_all) = get_json(&ember.url(&format!("/api/v1/query?query={}", enc(name))));
+        assert_eq!(
+            ours_all["data"]["result"].as_array().map(Vec::len),
+            Some(theirs.len()),
+            "{name}: {ours_all}"
+        );
+        for (labels, value) in &theirs {
+            let ours = query_one(&ember, &format!("{name}{{{labels}}}"))
+                .unwrap_or_else(|| panic!("no {name}{{{labels}}}"));
+            let exact = matches!(
+                name,
+                "node_filesystem_size_bytes"
+                    | "node_filesystem_files"
+                    | "node_filesystem_readonly"
+                    | "node_filesystem_device_error"
+            );
+            if exact {
+                assert_eq!(ours, *value, "{name}{{{labels}}}");
+            } else {
+                assert!(
+                    (ours - value).abs() <= value * 0.01 + 64.0 * 1024.0 * 1024.0,
+                    "{name}{{{labels}}} {ours} vs {value}"
+                );
+            }
+        }
+    }
+
     // Every series name the plugin exports under node_memory_ is one
     // node_exporter exports too.
     let (_, names) = get_json(&ember.url("/api/v1/label/__name__/values"));
@@ -515,6 +597,7 @@ fn node_exporter_plugin_matches_node_exporter() {
             || name.starts_with("node_load")
             || name.starts_with("node_network_")
             || (name.starts_with("node_disk_") && name != "node_disk_info")
+            || name.starts_with("node_filesystem_")
         {
             assert!(
                 real.contains(&format!("\n{name} ")) || real.contains(&format!("\n{name}{{")),
@@ -543,8 +626,26 @@ fn reload_picks_up_new_changed_and_broken_plugins() {
         query_one(&ember, "hostile_ok") == Some(1.0)
     });
 
-    // A broken replacement is reported; the previous version keeps running.
+    // A changed file (here another exporter under the same name) is picked
+    // up by SIGHUP as well.
     let file = setup.path().join("plugins/hostile.wasm");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/custom-exporter-0.1.0.wasm"),
+        &file,
+    )
+    .unwrap();
+    ember.signal(libc::SIGHUP);
+    wait_for("the changed plugin", &ember, || {
+        query_one(&ember, "hello_scrapes_total{job=\"h\"}").is_some_and(|v| v >= 1.0)
+    });
+    let (_, body) = get_json(&ember.url("/api/v1/status/plugins"));
+    assert_eq!(body["data"][0]["version"], "0.1.0", "{body}");
+    assert_eq!(
+        body["data"][0]["description"], "Counts its scrapes",
+        "{body}"
+    );
+
+    // A broken replacement is reported; the previous version keeps running.
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&file, b"\0asm broken").unwrap();
     assert_eq!(post(&ember.url("/-/reload")).unwrap().status, 200);
@@ -566,12 +667,19 @@ fn reload_picks_up_new_changed_and_broken_plugins() {
         ember.metric("ember_plugin_calls_total").unwrap_or(0.0) > before + 1.0
     });
     assert_eq!(query_one(&ember, "up{job=\"h\"}"), Some(1.0));
+    let scrapes = query_one(&ember, "hello_scrapes_total{job=\"h\"}").unwrap();
+    wait_for("the previous version still scraped", &ember, || {
+        query_one(&ember, "hello_scrapes_total{job=\"h\"}").is_some_and(|v| v > scrapes)
+    });
 
-    // Removing the file unloads it.
+    // Removing the file unloads it; the job's scrapes then fail.
     std::fs::remove_file(&file).unwrap();
     assert_eq!(post(&ember.url("/-/reload")).unwrap().status, 200);
     let (_, body) = get_json(&ember.url("/api/v1/status/plugins"));
     assert_eq!(body["data"].as_array().map(Vec::len), Some(0), "{body}");
+    wait_for("up 0 after removal", &ember, || {
+        query_one(&ember, "up{job=\"h\"}") == Some(0.0)
+    });
 }
 
 #[test]
@@ -604,7 +712,33 @@ fn quickstart_config_and_custom_exporter_example() {
     let wasm = target.join("wasm32-wasip2/release/custom_exporter.wasm");
     let out = run(&["plugin", "check", wasm.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ember:plugin/exporter@0.1.1"), "{stdout}");
+}
+
+/// A component built against `ember:plugin@0.1.0` (the custom exporter
+/// example as of that version, checked in) still loads and scrapes.
+#[test]
+fn plugins_built_against_0_1_0_still_load() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/custom-exporter-0.1.0.wasm");
+    let out = run(&["plugin", "check", fixture.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("ember:plugin/exporter@0.1.0"), "{stdout}");
+    assert!(stdout.contains("ember:plugin/host@0.1.0"), "{stdout}");
+
+    let setup = Setup::new();
+    let dir = setup.path().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&fixture, dir.join("custom-exporter.wasm")).unwrap();
+    setup.write_config(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: old\n    plugin:\n      name: custom-exporter\n      config: {greeting: hi}\n",
+    );
+    let mut ember = setup.start(&[]);
+    ember.wait_ready();
+    wait_for("the 0.1.0 plugin's samples", &ember, || {
+        query_one(&ember, "hello_info{greeting=\"hi\",job=\"old\"}") == Some(1.0)
+    });
 }
 
 #[test]
@@ -628,6 +762,21 @@ fn compiled_plugins_are_cached_across_restarts() {
     let mut second = setup.start(&[]);
     second.wait_ready();
     assert!(second.logs().contains("cached=true"), "{}", second.logs());
+    drop(second);
+
+    // The key is the content: a changed file under the same name is
+    // compiled again and cached next to the first.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/custom-exporter-0.1.0.wasm"),
+        setup.path().join("plugins/hostile.wasm"),
+    )
+    .unwrap();
+    let mut third = setup.start(&[]);
+    third.wait_ready();
+    assert!(third.logs().contains("cached=false"), "{}", third.logs());
+    drop(third);
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+    assert_eq!(files.len(), 2, "two compiled components");
 }
 
 /// Runs `ember plugin notify-test` for a notifier with `config` (the

@@ -45,13 +45,7 @@ macro_rules! run_call {
                             format!("{} ran past its deadline of {timeout:?}", $function),
                         )),
                         Ok(Err(trap)) => Err(classify($live, &trap)),
-                        Ok(Ok(Err(message))) => match $live.store.data().denied_host.clone() {
-                            Some(host) => Err(CallError::new(
-                                Reason::ForbiddenHost,
-                                format!("host {host:?} is not on the allow-list ({message})"),
-                            )),
-                            None => Err(CallError::new(Reason::PluginError, message)),
-                        },
+                        Ok(Ok(Err(message))) => Err(plugin_error($live, message)),
                         Ok(Ok(Ok(value))) => Ok(value),
                     }
                 }
@@ -202,9 +196,12 @@ impl PluginInstance {
         }
         let mut health = self.health.lock();
         health.last_call = Some(std::time::SystemTime::now());
+        health.calls += 1;
+        health.call_seconds += start.elapsed().as_secs_f64();
         match result {
             Ok(_) => health.last_ok = true,
             Err(e) => {
+                health.errors += 1;
                 self.metrics
                     .errors
                     .with_label_values(&[name, e.reason.as_str()])
@@ -227,6 +224,7 @@ impl PluginInstance {
         tracing::warn!(plugin = %name, function, reason = e.reason.as_str(), err = %e.message, "Plugin output rejected");
         let mut health = self.health.lock();
         health.last_ok = false;
+        health.errors += 1;
         health.last_error = Some(e.clone());
     }
 
@@ -291,6 +289,25 @@ impl PluginInstance {
             }
         })
     }
+}
+
+/// The reason of an error the plugin returned: a refusal of the host that
+/// the plugin passed on (a forbidden host or file), or its own.
+fn plugin_error(live: &Live, message: String) -> CallError {
+    let data = live.store.data();
+    if let Some(host) = &data.denied_host {
+        return CallError::new(
+            Reason::ForbiddenHost,
+            format!("host {host:?} is not on the allow-list ({message})"),
+        );
+    }
+    if let Some(path) = &data.denied_path {
+        return CallError::new(
+            Reason::ForbiddenFile,
+            format!("path {path:?} is outside the granted read_only_dirs ({message})"),
+        );
+    }
+    CallError::new(Reason::PluginError, message)
 }
 
 /// Turns a trap into a reason: the deadline, the memory cap, a guest panic

@@ -56,6 +56,11 @@ pub struct State {
     pub deadline: Instant,
     /// Set when the plugin asked for a host that is not allowed.
     pub denied_host: Option<String>,
+    /// Set when the plugin tried to open a path outside its grants.
+    pub denied_path: Option<String>,
+    /// Device and inode of the empty directory preopened at `/` (see
+    /// `fs_sandbox`); none when `/` itself is granted.
+    pub sentinel: Option<(u64, u64)>,
 }
 
 impl WasiView for State {

@@ -102,6 +102,15 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
     config += &hostile_job("panic", "panic", "");
     config += &hostile_job("file", "file", "");
     config += &hostile_job("http", "http", "      allow_hosts: [example.com]\n");
+    // An allowed host that accepts the connection and never answers: the
+    // HTTP call is cut off by the plugin's deadline.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    config += &hostile_job(
+        "slowhttp",
+        &format!("http, url: 'http://{silent_addr}/'"),
+        &format!("      allow_hosts: ['{silent_addr}']\n      timeout: 500ms\n"),
+    );
     config += &hostile_job("huge", "huge, count: 5000", "      max_samples: 1000\n");
     config += &hostile_job("inject", "inject", "");
     config += &hostile_job("ok", "ok", "");
@@ -137,7 +146,9 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
     wait_for("up of ok", &ember, || {
         query_one(&ember, "up{job=\"ok\"}") == Some(1.0)
     });
-    for job in ["loop", "grow", "panic", "file", "http", "huge", "inject"] {
+    for job in [
+        "loop", "grow", "panic", "file", "http", "slowhttp", "huge", "inject",
+    ] {
         wait_for(&format!("up of {job}"), &ember, || {
             query_one(&ember, &format!("up{{job=\"{job}\"}}")) == Some(0.0)
         });
@@ -154,7 +165,7 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
             a.iter()
                 .filter(|t| t["lastError"].as_str().is_some_and(|e| !e.is_empty()))
                 .count()
-                >= 7
+                >= 8
         })
     });
     let (_, targets) = get_json(&ember.url("/api/v1/targets"));
@@ -168,6 +179,11 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
             .to_owned()
     };
     assert!(error_of("loop").contains("timeout"), "{}", error_of("loop"));
+    assert!(
+        error_of("slowhttp").contains("timeout") && error_of("slowhttp").contains("host call"),
+        "{}",
+        error_of("slowhttp")
+    );
     assert!(
         error_of("grow").contains("out_of_memory"),
         "{}",
@@ -915,4 +931,109 @@ fn dns_sd_discoverer_resolves_srv_records_on_the_allow_list() {
         errors(&ember, "dns-sd", "forbidden_host") >= 1.0
     });
     assert_eq!(query_one(&ember, "count(up{job=\"denied\"})"), None);
+}
+
+/// An exporter plugin's families take the scrape path without text in
+/// between: metric_relabel_configs, sample_limit, the scrape_* series,
+/// metadata, and stale markers when the job goes away.
+#[test]
+fn exporter_plugin_output_takes_the_scrape_path() {
+    let setup = Setup::new();
+    install(&setup, "hostile");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/custom-exporter-0.1.0.wasm"),
+        setup.path().join("plugins/custom-exporter.wasm"),
+    )
+    .unwrap();
+    let jobs = [
+        "global:",
+        "  scrape_interval: 1s",
+        "scrape_configs:",
+        "  - job_name: relabeled",
+        "    plugin:",
+        "      name: custom-exporter",
+        "      config: {greeting: hi}",
+        "    metric_relabel_configs:",
+        "      - source_labels: [greeting]",
+        "        target_label: salutation",
+        "      - regex: greeting",
+        "        action: labeldrop",
+        "      - source_labels: [__name__]",
+        "        regex: hello_scrapes_total",
+        "        action: drop",
+        "  - job_name: limited",
+        "    sample_limit: 5",
+        "    plugin:",
+        "      name: hostile",
+        "      config: {mode: huge, count: 10}",
+        "",
+    ]
+    .join("\n");
+    let within = "  - job_name: within\n    sample_limit: 10\n    plugin:\n      name: hostile\n      config: {mode: huge, count: 10}\n";
+    setup.write_config(&format!("{jobs}{within}"));
+    let mut ember = setup.start(&["--web.enable-lifecycle"]);
+    ember.wait_ready();
+
+    wait_for("relabeled series", &ember, || {
+        query_one(
+            &ember,
+            "hello_info{salutation=\"hi\",job=\"relabeled\",instance=\"custom-exporter\"}",
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        query_one(&ember, "count(hello_info{greeting=\"hi\"})"),
+        None
+    );
+    assert_eq!(query_one(&ember, "count(hello_scrapes_total)"), None);
+    assert_eq!(
+        query_one(&ember, "scrape_samples_scraped{job=\"relabeled\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        query_one(
+            &ember,
+            "scrape_samples_post_metric_relabeling{job=\"relabeled\"}"
+        ),
+        Some(1.0)
+    );
+
+    wait_for("the sample limit", &ember, || {
+        query_one(&ember, "up{job=\"limited\"}") == Some(0.0)
+    });
+    let (_, targets) = get_json(&ember.url("/api/v1/targets"));
+    let limited = targets["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["labels"]["job"] == "limited")
+        .cloned()
+        .unwrap();
+    assert!(
+        limited["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("sample limit exceeded")),
+        "{limited}"
+    );
+    wait_for("the job within its limit", &ember, || {
+        query_one(&ember, "count(hostile_huge{job=\"within\"})") == Some(10.0)
+    });
+    assert_eq!(
+        query_one(&ember, "count(hostile_huge{job=\"limited\"})"),
+        None
+    );
+
+    // HELP and TYPE reach the metadata API.
+    let (_, meta) = get_json(&ember.url("/api/v1/metadata?metric=hello_info"));
+    assert_eq!(meta["data"]["hello_info"][0]["type"], "gauge", "{meta}");
+    assert_eq!(
+        meta["data"]["hello_info"][0]["help"], "The configured greeting.",
+        "{meta}"
+    );
+
+    // Removing the job marks its series stale at once.
+    setup.write_config(&jobs);
+    assert_eq!(post(&ember.url("/-/reload")).unwrap().status, 200);
+    wait_for("stale markers", &ember, || {
+        query_one(&ember, "count(hostile_huge)").is_none()
+    });
 }

@@ -105,7 +105,10 @@ impl filesystem_stats::Host for State {
             statfs(&mount_point)
         });
         match tokio::time::timeout(left, task).await {
-            Err(_) => Err("statfs did not answer before the call's deadline".into()),
+            Err(_) => {
+                self.host_call_timed_out = true;
+                Err("statfs did not answer before the call's deadline".into())
+            }
             Ok(Err(e)) => Err(format!("statfs task: {e}")),
             Ok(Ok(result)) => result,
         }

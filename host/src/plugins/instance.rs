@@ -291,10 +291,20 @@ impl PluginInstance {
     }
 }
 
-/// The reason of an error the plugin returned: a refusal of the host that
-/// the plugin passed on (a forbidden host or file), or its own.
+/// The reason of an error the plugin returned: a refusal or a timeout of
+/// the host that the plugin passed on (a forbidden host or file, a host
+/// call cut off by the deadline), or its own.
 fn plugin_error(live: &Live, message: String) -> CallError {
     let data = live.store.data();
+    if data.host_call_timed_out {
+        return CallError::new(
+            Reason::Timeout,
+            format!(
+                "a host call ran into the deadline of {:?} ({message})",
+                data.settings.limits.timeout
+            ),
+        );
+    }
     if let Some(host) = &data.denied_host {
         return CallError::new(
             Reason::ForbiddenHost,
@@ -318,12 +328,14 @@ fn classify(live: &Live, err: &wasmtime::Error) -> CallError {
         err.downcast_ref::<wasmtime::Trap>(),
         Some(wasmtime::Trap::Interrupt)
     ) {
+        let what = if data.host_call_timed_out {
+            "a host call ran into the deadline"
+        } else {
+            "ran past its deadline"
+        };
         return CallError::new(
             Reason::Timeout,
-            format!(
-                "ran past its deadline of {:?}",
-                data.settings.limits.timeout
-            ),
+            format!("{what} of {:?}", data.settings.limits.timeout),
         );
     }
     if data.limiter.exceeded {

@@ -253,6 +253,7 @@ impl Runtime {
             deadline: Instant::now() + settings.limits.timeout,
             denied_host: None,
             denied_path: None,
+            host_call_timed_out: false,
             sentinel: (!root_granted).then(|| self.sentinel.id()),
         };
         let mut store = Store::new(&self.engine, state);
@@ -340,6 +341,7 @@ impl Live {
         data.limiter.exceeded = false;
         data.denied_host = None;
         data.denied_path = None;
+        data.host_call_timed_out = false;
         self.store.set_epoch_deadline(1);
     }
 }

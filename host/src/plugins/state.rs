@@ -58,6 +58,9 @@ pub struct State {
     pub denied_host: Option<String>,
     /// Set when the plugin tried to open a path outside its grants.
     pub denied_path: Option<String>,
+    /// Set when a host call (HTTP, statfs) gave up because the call's
+    /// deadline came, so the plugin's resulting error counts as a timeout.
+    pub host_call_timed_out: bool,
     /// Device and inode of the empty directory preopened at `/` (see
     /// `fs_sandbox`); none when `/` itself is granted.
     pub sentinel: Option<(u64, u64)>,
@@ -142,16 +145,19 @@ impl http::Host for State {
             .map_err(|_| format!("invalid method {:?}", req.method))?;
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            self.host_call_timed_out = true;
             return Err("no time left for the request".into());
         }
         let mut builder = self.http.request(method, url).timeout(left).body(req.body);
         for header in req.headers {
             builder = builder.header(header.name, header.value);
         }
-        let mut response = builder
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
+        let mut response = builder.send().await.map_err(|e| {
+            if e.is_timeout() {
+                self.host_call_timed_out = true;
+            }
+            format!("request failed: {e}")
+        })?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -163,11 +169,12 @@ impl http::Host for State {
             .collect();
         let max = self.settings.limits.max_response_bytes;
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("reading the response: {e}"))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            if e.is_timeout() {
+                self.host_call_timed_out = true;
+            }
+            format!("reading the response: {e}")
+        })? {
             if body.len() + chunk.len() > max {
                 return Err(format!("response larger than {max} bytes"));
             }

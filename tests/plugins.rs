@@ -111,6 +111,16 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
         &format!("http, url: 'http://{silent_addr}/'"),
         &format!("      allow_hosts: ['{silent_addr}']\n      timeout: 500ms\n"),
     );
+    // An allowed host whose response is over the plugin's cap.
+    let big = TestTarget::start(Reply::text(&"x".repeat(4096)));
+    config += &hostile_job(
+        "bigbody",
+        &format!("http, url: 'http://{}/metrics'", big.addr),
+        &format!(
+            "      allow_hosts: ['{}']\n      max_response_bytes: 1024\n",
+            big.addr
+        ),
+    );
     config += &hostile_job("huge", "huge, count: 5000", "      max_samples: 1000\n");
     config += &hostile_job("inject", "inject", "");
     config += &hostile_job("ok", "ok", "");
@@ -147,7 +157,7 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
         query_one(&ember, "up{job=\"ok\"}") == Some(1.0)
     });
     for job in [
-        "loop", "grow", "panic", "file", "http", "slowhttp", "huge", "inject",
+        "loop", "grow", "panic", "file", "http", "slowhttp", "bigbody", "huge", "inject",
     ] {
         wait_for(&format!("up of {job}"), &ember, || {
             query_one(&ember, &format!("up{{job=\"{job}\"}}")) == Some(0.0)
@@ -165,7 +175,7 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
             a.iter()
                 .filter(|t| t["lastError"].as_str().is_some_and(|e| !e.is_empty()))
                 .count()
-                >= 8
+                >= 9
         })
     });
     let (_, targets) = get_json(&ember.url("/api/v1/targets"));
@@ -203,6 +213,12 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
         error_of("http").contains("forbidden.invalid"),
         "{}",
         error_of("http")
+    );
+    assert!(
+        error_of("bigbody").contains("output_limit")
+            && error_of("bigbody").contains("max_response_bytes"),
+        "{}",
+        error_of("bigbody")
     );
     assert!(
         error_of("huge").contains("limit of 1000"),
@@ -1036,4 +1052,53 @@ fn exporter_plugin_output_takes_the_scrape_path() {
     wait_for("stale markers", &ember, || {
         query_one(&ember, "count(hostile_huge)").is_none()
     });
+}
+
+/// `filesystem-stats` answers only for granted mount points: without a
+/// grant the node exporter reports the mount with device_error 1.
+#[test]
+fn filesystem_stats_only_for_granted_mount_points() {
+    let setup = Setup::new();
+    install(&setup, "node-exporter");
+    let job = |name: &str, grant: &str| {
+        format!(
+            "  - job_name: {name}\n    plugin:\n      name: node-exporter\n      read_only_dirs: [/proc]\n{grant}      config: {{collectors: [filesystem], mount_points_exclude: [], fs_types_exclude: []}}\n"
+        )
+    };
+    setup.write_config(&format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}",
+        job("granted", "      stat_filesystems: [/]\n"),
+        job("ungranted", "      stat_filesystems: [/nonexistent]\n"),
+    ));
+    let mut ember = setup.start(&[]);
+    ember.wait_ready();
+    wait_for("the granted root", &ember, || {
+        query_one(
+            &ember,
+            "node_filesystem_device_error{job=\"granted\",mountpoint=\"/\"}",
+        ) == Some(0.0)
+    });
+    assert!(
+        query_one(
+            &ember,
+            "node_filesystem_size_bytes{job=\"granted\",mountpoint=\"/\"}"
+        )
+        .is_some_and(|v| v > 0.0)
+    );
+    wait_for("the ungranted root", &ember, || {
+        query_one(
+            &ember,
+            "node_filesystem_device_error{job=\"ungranted\",mountpoint=\"/\"}",
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        query_one(
+            &ember,
+            "count(node_filesystem_size_bytes{job=\"ungranted\",mountpoint!~\"/proc(/.*)?\"})"
+        ),
+        None,
+        "only mounts under the granted /proc are stat'ed"
+    );
+    // A failed stat is the plugin's business (device_error), not a failed call.
+    assert_eq!(query_one(&ember, "up{job=\"ungranted\"}"), Some(1.0));
 }

@@ -293,7 +293,7 @@ impl PluginInstance {
 
 /// The reason of an error the plugin returned: a refusal or a timeout of
 /// the host that the plugin passed on (a forbidden host or file, a host
-/// call cut off by the deadline), or its own.
+/// call cut off by the deadline, an oversized HTTP response), or its own.
 fn plugin_error(live: &Live, message: String) -> CallError {
     let data = live.store.data();
     if data.host_call_timed_out {
@@ -309,6 +309,15 @@ fn plugin_error(live: &Live, message: String) -> CallError {
         return CallError::new(
             Reason::ForbiddenHost,
             format!("host {host:?} is not on the allow-list ({message})"),
+        );
+    }
+    if data.response_too_large {
+        return CallError::new(
+            Reason::OutputLimit,
+            format!(
+                "an HTTP response was larger than max_response_bytes ({} bytes) ({message})",
+                data.settings.limits.max_response_bytes
+            ),
         );
     }
     if let Some(path) = &data.denied_path {

@@ -254,6 +254,7 @@ impl Runtime {
             denied_host: None,
             denied_path: None,
             host_call_timed_out: false,
+            response_too_large: false,
             sentinel: (!root_granted).then(|| self.sentinel.id()),
         };
         let mut store = Store::new(&self.engine, state);
@@ -342,6 +343,7 @@ impl Live {
         data.denied_host = None;
         data.denied_path = None;
         data.host_call_timed_out = false;
+        data.response_too_large = false;
         self.store.set_epoch_deadline(1);
     }
 }

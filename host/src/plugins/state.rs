@@ -61,6 +61,8 @@ pub struct State {
     /// Set when a host call (HTTP, statfs) gave up because the call's
     /// deadline came, so the plugin's resulting error counts as a timeout.
     pub host_call_timed_out: bool,
+    /// Set when an HTTP response was refused for its size.
+    pub response_too_large: bool,
     /// Device and inode of the empty directory preopened at `/` (see
     /// `fs_sandbox`); none when `/` itself is granted.
     pub sentinel: Option<(u64, u64)>,
@@ -176,6 +178,7 @@ impl http::Host for State {
             format!("reading the response: {e}")
         })? {
             if body.len() + chunk.len() > max {
+                self.response_too_large = true;
                 return Err(format!("response larger than {max} bytes"));
             }
             body.extend_from_slice(&chunk);

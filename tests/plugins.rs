@@ -86,6 +86,23 @@ fn query_one(ember: &Ember, q: &str) -> Option<f64> {
     result[0]["value"][1].as_str()?.parse().ok()
 }
 
+/// `POST /-/reload` with room for compiling a plugin: the reload compiles
+/// new files before it answers, which takes seconds in a debug build on a
+/// loaded machine (more than the shared helpers' 10 s timeout).
+fn reload(ember: &Ember) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    agent
+        .post(&ember.url("/-/reload"))
+        .send_empty()
+        .expect("POST /-/reload")
+        .status()
+        .as_u16()
+}
+
 fn hostile_job(job: &str, mode: &str, extra: &str) -> String {
     format!(
         "  - job_name: {job}\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    plugin:\n      name: hostile\n      config: {{mode: {mode}}}\n{extra}"
@@ -395,6 +412,21 @@ fn plugin_check_and_list() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("ember:plugin/discoverer@0.1.1"), "{stdout}");
+    assert!(stdout.contains("links against this host"), "{stdout}");
+
+    // What a plugin asks for: directories and filesystem stats.
+    let wasm = built_plugins().join("node-exporter.wasm");
+    let out = run(&["plugin", "check", wasm.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("wants directories (grant with read_only_dirs): /proc"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("asks for filesystem stats (grant mount points with stat_filesystems)"),
+        "{stdout}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.wasm");
@@ -653,7 +685,7 @@ fn reload_picks_up_new_changed_and_broken_plugins() {
     });
 
     install(&setup, "hostile");
-    assert_eq!(post(&ember.url("/-/reload")).unwrap().status, 200);
+    assert_eq!(reload(&ember), 200);
     wait_for("the dropped-in plugin", &ember, || {
         query_one(&ember, "hostile_ok") == Some(1.0)
     });
@@ -680,7 +712,7 @@ fn reload_picks_up_new_changed_and_broken_plugins() {
     // A broken replacement is reported; the previous version keeps running.
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&file, b"\0asm broken").unwrap();
-    assert_eq!(post(&ember.url("/-/reload")).unwrap().status, 200);
+    assert_eq!(reload(&ember), 200);
     let (_, body) = get_json(&ember.url("/api/v1/status/plugins"));
     let entry = &body["data"][0];
     assert_eq!(entry["name"], "hostile");
@@ -706,7 +738,7 @@ fn reload_picks_up_new_changed_and_broken_plugins() {
 
     // Removing the file unloads it; the job's scrapes then fail.
     std::fs::remove_file(&file).unwrap();
-    assert_eq!(post(&ember.url("/-/reload")).unwrap().status, 200);
+    assert_eq!(reload(&ember), 200);
     let (_, body) = get_json(&ember.url("/api/v1/status/plugins"));
     assert_eq!(body["data"].as_array().map(Vec::len), Some(0), "{body}");
     wait_for("up 0 after removal", &ember, || {
@@ -1048,7 +1080,7 @@ fn exporter_plugin_output_takes_the_scrape_path() {
 
     // Removing the job marks its series stale at once.
     setup.write_config(&jobs);
-    assert_eq!(post(&ember.url("/-/reload")).unwrap().status, 200);
+    assert_eq!(reload(&ember), 200);
     wait_for("stale markers", &ember, || {
         query_one(&ember, "count(hostile_huge)").is_none()
     });

@@ -28,7 +28,6 @@ const TYPES: &str = "wasi:filesystem/types@0.2.12";
 /// The empty directory preopened at `/`, identified by device and inode.
 pub struct Sentinel {
     dir: tempfile::TempDir,
-    id: (u64, u64),
 }
 
 impl Sentinel {
@@ -37,19 +36,25 @@ impl Sentinel {
             .prefix("ember-plugin-root-")
             .tempdir()
             .context("creating the plugins' empty root directory")?;
-        let meta = std::fs::metadata(dir.path()).context("reading the empty root directory")?;
-        Ok(Sentinel {
-            id: (meta.dev(), meta.ino()),
-            dir,
-        })
+        Ok(Sentinel { dir })
     }
 
     pub fn path(&self) -> &std::path::Path {
         self.dir.path()
     }
 
-    pub fn id(&self) -> (u64, u64) {
-        self.id
+    /// Device and inode of the directory, recreating it first if a
+    /// temp-file cleaner removed it while the server ran.
+    pub fn ensure(&self) -> anyhow::Result<(u64, u64)> {
+        std::fs::create_dir_all(self.dir.path()).with_context(|| {
+            format!(
+                "recreating the plugins' empty root directory {}",
+                self.dir.path().display()
+            )
+        })?;
+        let meta = std::fs::metadata(self.dir.path())
+            .context("reading the plugins' empty root directory")?;
+        Ok((meta.dev(), meta.ino()))
     }
 }
 
@@ -133,4 +138,20 @@ pub fn add_to_linker(linker: &mut Linker<State>) -> anyhow::Result<()> {
         .context("wrapping stat-at")?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sentinel;
+
+    #[test]
+    fn sentinel_is_recreated_after_a_cleaner_removed_it() {
+        let sentinel = Sentinel::new().unwrap();
+        let first = sentinel.ensure().unwrap();
+        assert_eq!(sentinel.ensure().unwrap(), first);
+        std::fs::remove_dir(sentinel.path()).unwrap();
+        sentinel.ensure().unwrap();
+        assert!(sentinel.path().is_dir());
+        assert_eq!(std::fs::read_dir(sentinel.path()).unwrap().count(), 0);
+    }
 }

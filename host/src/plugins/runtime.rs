@@ -234,11 +234,15 @@ impl Runtime {
             .read_only_dirs
             .iter()
             .any(|d| Path::new(d) == Path::new("/"));
-        if !root_granted {
+        let sentinel = if root_granted {
+            None
+        } else {
+            let id = self.sentinel.ensure()?;
             wasi.preopened_dir(self.sentinel.path(), "/", FsPerms::ReadOnly)
                 .map_err(anyhow::Error::from)
                 .context("preopening the empty root directory")?;
-        }
+            Some(id)
+        };
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -255,7 +259,7 @@ impl Runtime {
             denied_path: None,
             host_call_timed_out: false,
             response_too_large: false,
-            sentinel: (!root_granted).then(|| self.sentinel.id()),
+            sentinel,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

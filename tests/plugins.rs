@@ -86,6 +86,23 @@ fn query_one(ember: &Ember, q: &str) -> Option<f64> {
     result[0]["value"][1].as_str()?.parse().ok()
 }
 
+/// `POST /-/reload` with room for compiling a plugin: the reload compiles
+/// new files before it answers, which takes seconds in a debug build on a
+/// loaded machine (more than the shared helpers' 10 s timeout).
+fn reload(ember: &Ember) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    agent
+        .post(&ember.url("/-/reload"))
+        .send_empty()
+        .expect("POST /-/reload")
+        .status()
+        .as_u16()
+}
+
 fn hostile_job(job: &str, mode: &str, extra: &str) -> String {
     format!(
         "  - job_name: {job}\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    plugin:\n      name: hostile\n      config: {{mode: {mode}}}\n{extra}"
@@ -102,6 +119,25 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
     config += &hostile_job("panic", "panic", "");
     config += &hostile_job("file", "file", "");
     config += &hostile_job("http", "http", "      allow_hosts: [example.com]\n");
+    // An allowed host that accepts the connection and never answers: the
+    // HTTP call is cut off by the plugin's deadline.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    config += &hostile_job(
+        "slowhttp",
+        &format!("http, url: 'http://{silent_addr}/'"),
+        &format!("      allow_hosts: ['{silent_addr}']\n      timeout: 500ms\n"),
+    );
+    // An allowed host whose response is over the plugin's cap.
+    let big = TestTarget::start(Reply::text(&"x".repeat(4096)));
+    config += &hostile_job(
+        "bigbody",
+        &format!("http, url: 'http://{}/metrics'", big.addr),
+        &format!(
+            "      allow_hosts: ['{}']\n      max_response_bytes: 1024\n",
+            big.addr
+        ),
+    );
     config += &hostile_job("huge", "huge, count: 5000", "      max_samples: 1000\n");
     config += &hostile_job("inject", "inject", "");
     config += &hostile_job("ok", "ok", "");
@@ -109,19 +145,26 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
     let mut ember = setup.start(&[]);
     ember.wait_ready();
 
-    for reason in [
+    // Each misbehaviour has its own reason, in the metrics and in the log.
+    let reasons = [
         "timeout",
         "out_of_memory",
         "panic",
-        "plugin_error",
+        "forbidden_file",
         "forbidden_host",
         "output_limit",
         "invalid_output",
-    ] {
+    ];
+    for reason in reasons {
         wait_for(&format!("a {reason} error"), &ember, || {
             errors(&ember, "hostile", reason) >= 1.0
         });
     }
+    assert_eq!(
+        errors(&ember, "hostile", "plugin_error"),
+        0.0,
+        "every hostile case is recognised"
+    );
     // Faulted instances were replaced and the faults keep failing only
     // their own calls: the well-behaved job scrapes fine meanwhile.
     wait_for("hostile_ok", &ember, || {
@@ -130,7 +173,9 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
     wait_for("up of ok", &ember, || {
         query_one(&ember, "up{job=\"ok\"}") == Some(1.0)
     });
-    for job in ["loop", "grow", "panic", "file", "http", "huge", "inject"] {
+    for job in [
+        "loop", "grow", "panic", "file", "http", "slowhttp", "bigbody", "huge", "inject",
+    ] {
         wait_for(&format!("up of {job}"), &ember, || {
             query_one(&ember, &format!("up{{job=\"{job}\"}}")) == Some(0.0)
         });
@@ -147,7 +192,7 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
             a.iter()
                 .filter(|t| t["lastError"].as_str().is_some_and(|e| !e.is_empty()))
                 .count()
-                >= 7
+                >= 9
         })
     });
     let (_, targets) = get_json(&ember.url("/api/v1/targets"));
@@ -162,6 +207,11 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
     };
     assert!(error_of("loop").contains("timeout"), "{}", error_of("loop"));
     assert!(
+        error_of("slowhttp").contains("timeout") && error_of("slowhttp").contains("host call"),
+        "{}",
+        error_of("slowhttp")
+    );
+    assert!(
         error_of("grow").contains("out_of_memory"),
         "{}",
         error_of("grow")
@@ -172,7 +222,7 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
         error_of("panic")
     );
     assert!(
-        error_of("file").contains("/etc/passwd"),
+        error_of("file").contains("forbidden_file") && error_of("file").contains("/etc/passwd"),
         "{}",
         error_of("file")
     );
@@ -182,13 +232,44 @@ fn hostile_plugins_fail_their_calls_and_the_server_goes_on() {
         error_of("http")
     );
     assert!(
+        error_of("bigbody").contains("output_limit")
+            && error_of("bigbody").contains("max_response_bytes"),
+        "{}",
+        error_of("bigbody")
+    );
+    assert!(
         error_of("huge").contains("limit of 1000"),
         "{}",
         error_of("huge")
     );
     let logs = ember.logs();
-    assert!(logs.contains("reason=timeout"), "{logs}");
-    assert!(logs.contains("reason=out_of_memory"), "{logs}");
+    for reason in reasons {
+        assert!(
+            logs.contains(&format!("reason={reason}")),
+            "{reason}: {logs}"
+        );
+    }
+    assert!(
+        logs.contains("Plugin tried to open a path outside its granted directories")
+            && logs.contains("path=/etc/passwd"),
+        "{logs}"
+    );
+
+    // Per-plugin metrics: calls, their duration, memory in use.
+    let metrics = get(&ember.url("/metrics")).unwrap().body;
+    for series in [
+        "ember_plugin_calls_total{function=\"collect\",plugin=\"hostile\"}",
+        "ember_plugin_call_duration_seconds_count{function=\"collect\",plugin=\"hostile\"}",
+        "ember_plugin_memory_bytes{plugin=\"hostile\"}",
+        "ember_plugin_instance_restarts_total{plugin=\"hostile\"}",
+    ] {
+        let value: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing:\n{metrics}"));
+        assert!(value > 0.0, "{series} {value}");
+    }
 
     // The status endpoint reports the plugin and its last error.
     let (status, body) = get_json(&ember.url("/api/v1/status/plugins"));
@@ -330,7 +411,22 @@ fn plugin_check_and_list() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("ember:plugin/discoverer@0.1.0"), "{stdout}");
+    assert!(stdout.contains("ember:plugin/discoverer@0.1.1"), "{stdout}");
+    assert!(stdout.contains("links against this host"), "{stdout}");
+
+    // What a plugin asks for: directories and filesystem stats.
+    let wasm = built_plugins().join("node-exporter.wasm");
+    let out = run(&["plugin", "check", wasm.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("wants directories (grant with read_only_dirs): /proc"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("asks for filesystem stats (grant mount points with stat_filesystems)"),
+        "{stdout}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.wasm");
@@ -408,7 +504,7 @@ fn node_exporter_plugin_matches_node_exporter() {
     let setup = Setup::new();
     install(&setup, "node-exporter");
     setup.write_config(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    plugin:\n      name: node-exporter\n      read_only_dirs: [/proc]\n",
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    plugin:\n      name: node-exporter\n      read_only_dirs: [/proc]\n      stat_filesystems: [/]\n",
     );
     let mut ember = setup.start(&[]);
     ember.wait_ready();
@@ -506,6 +602,56 @@ fn node_exporter_plugin_matches_node_exporter() {
             "{device} reads {ours} vs {value}"
         );
     }
+    // Filesystems: the same mount points (Debian's default exclusions),
+    // sizes and inode totals exact, free space close (it moves).
+    let fs_series = |name: &str| -> Vec<(String, f64)> {
+        real.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}{{")))
+            .filter_map(|l| {
+                let (labels, value) = l.rsplit_once("} ")?;
+                Some((labels.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    };
+    let sizes = fs_series("node_filesystem_size_bytes");
+    assert!(!sizes.is_empty(), "node_exporter reports filesystems");
+    for name in [
+        "node_filesystem_size_bytes",
+        "node_filesystem_files",
+        "node_filesystem_readonly",
+        "node_filesystem_device_error",
+        "node_filesystem_free_bytes",
+        "node_filesystem_avail_bytes",
+        "node_filesystem_files_free",
+    ] {
+        let theirs = fs_series(name);
+        let (_, ours_all) = get_json(&ember.url(&format!("/api/v1/query?query={}", enc(name))));
+        assert_eq!(
+            ours_all["data"]["result"].as_array().map(Vec::len),
+            Some(theirs.len()),
+            "{name}: {ours_all}"
+        );
+        for (labels, value) in &theirs {
+            let ours = query_one(&ember, &format!("{name}{{{labels}}}"))
+                .unwrap_or_else(|| panic!("no {name}{{{labels}}}"));
+            let exact = matches!(
+                name,
+                "node_filesystem_size_bytes"
+                    | "node_filesystem_files"
+                    | "node_filesystem_readonly"
+                    | "node_filesystem_device_error"
+            );
+            if exact {
+                assert_eq!(ours, *value, "{name}{{{labels}}}");
+            } else {
+                assert!(
+                    (ours - value).abs() <= value * 0.01 + 64.0 * 1024.0 * 1024.0,
+                    "{name}{{{labels}}} {ours} vs {value}"
+                );
+            }
+        }
+    }
+
     // Every series name the plugin exports under node_memory_ is one
     // node_exporter exports too.
     let (_, names) = get_json(&ember.url("/api/v1/label/__name__/values"));
@@ -515,6 +661,7 @@ fn node_exporter_plugin_matches_node_exporter() {
             || name.starts_with("node_load")
             || name.starts_with("node_network_")
             || (name.starts_with("node_disk_") && name != "node_disk_info")
+            || name.starts_with("node_filesystem_")
         {
             assert!(
                 real.contains(&format!("\n{name} ")) || real.contains(&format!("\n{name}{{")),
@@ -538,16 +685,34 @@ fn reload_picks_up_new_changed_and_broken_plugins() {
     });
 
     install(&setup, "hostile");
-    assert_eq!(post(&ember.url("/-/reload")).unwrap().status, 200);
+    assert_eq!(reload(&ember), 200);
     wait_for("the dropped-in plugin", &ember, || {
         query_one(&ember, "hostile_ok") == Some(1.0)
     });
 
-    // A broken replacement is reported; the previous version keeps running.
+    // A changed file (here another exporter under the same name) is picked
+    // up by SIGHUP as well.
     let file = setup.path().join("plugins/hostile.wasm");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/custom-exporter-0.1.0.wasm"),
+        &file,
+    )
+    .unwrap();
+    ember.signal(libc::SIGHUP);
+    wait_for("the changed plugin", &ember, || {
+        query_one(&ember, "hello_scrapes_total{job=\"h\"}").is_some_and(|v| v >= 1.0)
+    });
+    let (_, body) = get_json(&ember.url("/api/v1/status/plugins"));
+    assert_eq!(body["data"][0]["version"], "0.1.0", "{body}");
+    assert_eq!(
+        body["data"][0]["description"], "Counts its scrapes",
+        "{body}"
+    );
+
+    // A broken replacement is reported; the previous version keeps running.
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&file, b"\0asm broken").unwrap();
-    assert_eq!(post(&ember.url("/-/reload")).unwrap().status, 200);
+    assert_eq!(reload(&ember), 200);
     let (_, body) = get_json(&ember.url("/api/v1/status/plugins"));
     let entry = &body["data"][0];
     assert_eq!(entry["name"], "hostile");
@@ -566,12 +731,19 @@ fn reload_picks_up_new_changed_and_broken_plugins() {
         ember.metric("ember_plugin_calls_total").unwrap_or(0.0) > before + 1.0
     });
     assert_eq!(query_one(&ember, "up{job=\"h\"}"), Some(1.0));
+    let scrapes = query_one(&ember, "hello_scrapes_total{job=\"h\"}").unwrap();
+    wait_for("the previous version still scraped", &ember, || {
+        query_one(&ember, "hello_scrapes_total{job=\"h\"}").is_some_and(|v| v > scrapes)
+    });
 
-    // Removing the file unloads it.
+    // Removing the file unloads it; the job's scrapes then fail.
     std::fs::remove_file(&file).unwrap();
-    assert_eq!(post(&ember.url("/-/reload")).unwrap().status, 200);
+    assert_eq!(reload(&ember), 200);
     let (_, body) = get_json(&ember.url("/api/v1/status/plugins"));
     assert_eq!(body["data"].as_array().map(Vec::len), Some(0), "{body}");
+    wait_for("up 0 after removal", &ember, || {
+        query_one(&ember, "up{job=\"h\"}") == Some(0.0)
+    });
 }
 
 #[test]
@@ -604,7 +776,33 @@ fn quickstart_config_and_custom_exporter_example() {
     let wasm = target.join("wasm32-wasip2/release/custom_exporter.wasm");
     let out = run(&["plugin", "check", wasm.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ember:plugin/exporter@0.1.1"), "{stdout}");
+}
+
+/// A component built against `ember:plugin@0.1.0` (the custom exporter
+/// example as of that version, checked in) still loads and scrapes.
+#[test]
+fn plugins_built_against_0_1_0_still_load() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/custom-exporter-0.1.0.wasm");
+    let out = run(&["plugin", "check", fixture.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("ember:plugin/exporter@0.1.0"), "{stdout}");
+    assert!(stdout.contains("ember:plugin/host@0.1.0"), "{stdout}");
+
+    let setup = Setup::new();
+    let dir = setup.path().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&fixture, dir.join("custom-exporter.wasm")).unwrap();
+    setup.write_config(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: old\n    plugin:\n      name: custom-exporter\n      config: {greeting: hi}\n",
+    );
+    let mut ember = setup.start(&[]);
+    ember.wait_ready();
+    wait_for("the 0.1.0 plugin's samples", &ember, || {
+        query_one(&ember, "hello_info{greeting=\"hi\",job=\"old\"}") == Some(1.0)
+    });
 }
 
 #[test]
@@ -628,6 +826,21 @@ fn compiled_plugins_are_cached_across_restarts() {
     let mut second = setup.start(&[]);
     second.wait_ready();
     assert!(second.logs().contains("cached=true"), "{}", second.logs());
+    drop(second);
+
+    // The key is the content: a changed file under the same name is
+    // compiled again and cached next to the first.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/custom-exporter-0.1.0.wasm"),
+        setup.path().join("plugins/hostile.wasm"),
+    )
+    .unwrap();
+    let mut third = setup.start(&[]);
+    third.wait_ready();
+    assert!(third.logs().contains("cached=false"), "{}", third.logs());
+    drop(third);
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+    assert_eq!(files.len(), 2, "two compiled components");
 }
 
 /// Runs `ember plugin notify-test` for a notifier with `config` (the
@@ -766,4 +979,158 @@ fn dns_sd_discoverer_resolves_srv_records_on_the_allow_list() {
         errors(&ember, "dns-sd", "forbidden_host") >= 1.0
     });
     assert_eq!(query_one(&ember, "count(up{job=\"denied\"})"), None);
+}
+
+/// An exporter plugin's families take the scrape path without text in
+/// between: metric_relabel_configs, sample_limit, the scrape_* series,
+/// metadata, and stale markers when the job goes away.
+#[test]
+fn exporter_plugin_output_takes_the_scrape_path() {
+    let setup = Setup::new();
+    install(&setup, "hostile");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/custom-exporter-0.1.0.wasm"),
+        setup.path().join("plugins/custom-exporter.wasm"),
+    )
+    .unwrap();
+    let jobs = [
+        "global:",
+        "  scrape_interval: 1s",
+        "scrape_configs:",
+        "  - job_name: relabeled",
+        "    plugin:",
+        "      name: custom-exporter",
+        "      config: {greeting: hi}",
+        "    metric_relabel_configs:",
+        "      - source_labels: [greeting]",
+        "        target_label: salutation",
+        "      - regex: greeting",
+        "        action: labeldrop",
+        "      - source_labels: [__name__]",
+        "        regex: hello_scrapes_total",
+        "        action: drop",
+        "  - job_name: limited",
+        "    sample_limit: 5",
+        "    plugin:",
+        "      name: hostile",
+        "      config: {mode: huge, count: 10}",
+        "",
+    ]
+    .join("\n");
+    let within = "  - job_name: within\n    sample_limit: 10\n    plugin:\n      name: hostile\n      config: {mode: huge, count: 10}\n";
+    setup.write_config(&format!("{jobs}{within}"));
+    let mut ember = setup.start(&["--web.enable-lifecycle"]);
+    ember.wait_ready();
+
+    wait_for("relabeled series", &ember, || {
+        query_one(
+            &ember,
+            "hello_info{salutation=\"hi\",job=\"relabeled\",instance=\"custom-exporter\"}",
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        query_one(&ember, "count(hello_info{greeting=\"hi\"})"),
+        None
+    );
+    assert_eq!(query_one(&ember, "count(hello_scrapes_total)"), None);
+    assert_eq!(
+        query_one(&ember, "scrape_samples_scraped{job=\"relabeled\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        query_one(
+            &ember,
+            "scrape_samples_post_metric_relabeling{job=\"relabeled\"}"
+        ),
+        Some(1.0)
+    );
+
+    wait_for("the sample limit", &ember, || {
+        query_one(&ember, "up{job=\"limited\"}") == Some(0.0)
+    });
+    let (_, targets) = get_json(&ember.url("/api/v1/targets"));
+    let limited = targets["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["labels"]["job"] == "limited")
+        .cloned()
+        .unwrap();
+    assert!(
+        limited["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("sample limit exceeded")),
+        "{limited}"
+    );
+    wait_for("the job within its limit", &ember, || {
+        query_one(&ember, "count(hostile_huge{job=\"within\"})") == Some(10.0)
+    });
+    assert_eq!(
+        query_one(&ember, "count(hostile_huge{job=\"limited\"})"),
+        None
+    );
+
+    // HELP and TYPE reach the metadata API.
+    let (_, meta) = get_json(&ember.url("/api/v1/metadata?metric=hello_info"));
+    assert_eq!(meta["data"]["hello_info"][0]["type"], "gauge", "{meta}");
+    assert_eq!(
+        meta["data"]["hello_info"][0]["help"], "The configured greeting.",
+        "{meta}"
+    );
+
+    // Removing the job marks its series stale at once.
+    setup.write_config(&jobs);
+    assert_eq!(reload(&ember), 200);
+    wait_for("stale markers", &ember, || {
+        query_one(&ember, "count(hostile_huge)").is_none()
+    });
+}
+
+/// `filesystem-stats` answers only for granted mount points: without a
+/// grant the node exporter reports the mount with device_error 1.
+#[test]
+fn filesystem_stats_only_for_granted_mount_points() {
+    let setup = Setup::new();
+    install(&setup, "node-exporter");
+    let job = |name: &str, grant: &str| {
+        format!(
+            "  - job_name: {name}\n    plugin:\n      name: node-exporter\n      read_only_dirs: [/proc]\n{grant}      config: {{collectors: [filesystem], mount_points_exclude: [], fs_types_exclude: []}}\n"
+        )
+    };
+    setup.write_config(&format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}",
+        job("granted", "      stat_filesystems: [/]\n"),
+        job("ungranted", "      stat_filesystems: [/nonexistent]\n"),
+    ));
+    let mut ember = setup.start(&[]);
+    ember.wait_ready();
+    wait_for("the granted root", &ember, || {
+        query_one(
+            &ember,
+            "node_filesystem_device_error{job=\"granted\",mountpoint=\"/\"}",
+        ) == Some(0.0)
+    });
+    assert!(
+        query_one(
+            &ember,
+            "node_filesystem_size_bytes{job=\"granted\",mountpoint=\"/\"}"
+        )
+        .is_some_and(|v| v > 0.0)
+    );
+    wait_for("the ungranted root", &ember, || {
+        query_one(
+            &ember,
+            "node_filesystem_device_error{job=\"ungranted\",mountpoint=\"/\"}",
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        query_one(
+            &ember,
+            "count(node_filesystem_size_bytes{job=\"ungranted\",mountpoint!~\"/proc(/.*)?\"})"
+        ),
+        None,
+        "only mounts under the granted /proc are stat'ed"
+    );
+    // A failed stat is the plugin's business (device_error), not a failed call.
+    assert_eq!(query_one(&ember, "up{job=\"ungranted\"}"), Some(1.0));
 }

@@ -1,5 +1,6 @@
 //! Browser tests of the web UI: a real `ember` with data (remote-written
-//! series, a healthy and an unhealthy scrape target), driven by
+//! series, a healthy and an unhealthy scrape target, a rule file with a
+//! recording and a firing alerting rule, an exporter plugin), driven by
 //! `tests/ui/run.mjs` (playwright-core + Debian's Chromium). Screenshots go
 //! to `target/tmp/ui_browser/` and are copied to `target/ui-screenshots/`.
 
@@ -34,17 +35,38 @@ fn browser_available() -> bool {
     true
 }
 
-fn config(healthy: &str, unhealthy: &str) -> String {
-    format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n\
+fn config(healthy: &str, unhealthy: &str, full: bool) -> String {
+    let mut config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n\
          \x20 - job_name: healthy\n    static_configs:\n      - targets: ['{healthy}']\n\
          \x20       labels:\n          team: ui\n\
          \x20 - job_name: unhealthy\n    static_configs:\n      - targets: ['{unhealthy}']\n\
          \x20   relabel_configs:\n      - source_labels: [drop]\n        regex: me\n        action: drop\n\
          \x20 - job_name: relabeled-away\n    static_configs:\n      - targets: ['127.0.0.1:9']\n\
          \x20   relabel_configs:\n      - action: drop\n        source_labels: [__address__]\n        regex: '.*'\n"
-    )
+    );
+    if full {
+        // A real rule file (a recording rule and an alerting rule that
+        // fires on the remote-written data) and an exporter plugin.
+        config += "\x20 - job_name: plugin\n    plugin:\n      name: custom-exporter\n      config: {greeting: ui}\n";
+        config += "rule_files: [rules.yml]\n";
+    }
+    config
 }
+
+const RULES: &str = "groups:
+  - name: ui-example
+    interval: 1s
+    rules:
+      - record: job:ui_test_requests:rate5m
+        expr: sum by (job) (rate(ui_test_requests_total[5m]))
+      - alert: UiTestRequestsHigh
+        expr: ui_test_requests_total > 100
+        labels:
+          severity: page
+        annotations:
+          summary: 'Instance {{ $labels.instance }} served {{ $value }} requests'
+";
 
 /// An hour of samples, every 15 s, for three series of a counter, remote
 /// written to the ember whose routes start at `prefix`.
@@ -113,6 +135,26 @@ fn wait_for_health(ember: &Ember, prefix: &str) {
     }
 }
 
+/// Waits until the alerting rule fires on the remote-written data.
+fn wait_for_firing(ember: &Ember) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = get_json(&ember.url("/api/v1/alerts"));
+        let firing = v["data"]["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["state"] == "firing"));
+        if firing {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the alert never fired: {v}\n{}",
+            ember.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One Chromium at a time: two at once starve a 2-core machine.
 static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -153,7 +195,10 @@ fn publish(shots: &Path, name: &str) {
     println!("screenshots: {}", dest.display());
 }
 
-fn start(setup: &Setup, extra: &[&str]) -> (Ember, TestTarget, TestTarget) {
+/// Starts ember with two scrape targets; `full` adds the rule file and the
+/// exporter plugin (the 0.1.0 custom exporter checked in for the plugin
+/// tests).
+fn start(setup: &Setup, extra: &[&str], full: bool) -> (Ember, TestTarget, TestTarget) {
     let healthy = TestTarget::start(Reply::text(
         "# HELP ui_scraped_metric A metric from the healthy target.\n# TYPE ui_scraped_metric gauge\nui_scraped_metric 1\n",
     ));
@@ -161,7 +206,17 @@ fn start(setup: &Setup, extra: &[&str]) -> (Ember, TestTarget, TestTarget) {
         status: 500,
         ..Reply::text("internal error\n")
     });
-    setup.write_config(&config(&healthy.addr, &unhealthy.addr));
+    if full {
+        std::fs::write(setup.path().join("rules.yml"), RULES).expect("rule file");
+        let plugins = setup.path().join("plugins");
+        std::fs::create_dir_all(&plugins).expect("plugin dir");
+        std::fs::copy(
+            repo_root().join("tests/plugins/custom-exporter-0.1.0.wasm"),
+            plugins.join("custom-exporter.wasm"),
+        )
+        .expect("plugin file");
+    }
+    setup.write_config(&config(&healthy.addr, &unhealthy.addr, full));
     let mut args = vec!["--web.enable-remote-write-receiver"];
     args.extend_from_slice(extra);
     let ember = setup.start(&args);
@@ -187,9 +242,10 @@ fn ui_pages_in_chromium() {
         return;
     }
     let setup = Setup::new();
-    let (ember, _healthy, _unhealthy) = start(&setup, &[]);
+    let (ember, _healthy, _unhealthy) = start(&setup, &[], true);
     write_data(&ember, "");
     wait_for_health(&ember, "");
+    wait_for_firing(&ember);
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui_browser/root");
     let result = std::panic::catch_unwind(|| run_browser(&ember.url(""), &shots, &[]));
     publish(&shots, "root");
@@ -204,7 +260,7 @@ fn ui_under_a_route_prefix() {
         return;
     }
     let setup = Setup::new();
-    let (ember, _healthy, _unhealthy) = start(&setup, &["--web.route-prefix=/ember"]);
+    let (ember, _healthy, _unhealthy) = start(&setup, &["--web.route-prefix=/ember"], false);
     write_data(&ember, "/ember");
     wait_for_health(&ember, "/ember");
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui_browser/prefix");

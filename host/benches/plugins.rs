@@ -7,17 +7,23 @@
 //! ```
 //!
 //! Builds the hostile test plugin (plugins/build.sh) whose `huge` mode
-//! returns N samples `hostile_huge{i="..."}`. Both paths end with the same
-//! text: the plugin's families are rendered as text format 0.0.4, the HTTP
-//! body is that text, and both are parsed by the scrape parser.
+//! returns N samples `hostile_huge{i="..."}`. Both paths end where the
+//! scrape loop's series cache is consulted: the plugin's families go there
+//! directly (a series key per sample), the HTTP body is parsed by the scrape
+//! parser first (the series text is the key).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+
 use ember::model::exposition::{Entry, Format, Parser};
-use ember::plugins::{PluginManager, PluginUse, World};
+use ember::plugins::{MetricFamily, PluginManager, PluginUse, World};
+
+/// The scrape loop's cache is keyed by series; a set of keys stands in for it.
+type Seen = HashSet<String, foldhash::fast::RandomState>;
 
 fn arg(name: &str, default: usize) -> usize {
     let mut it = std::env::args();
@@ -48,10 +54,55 @@ fn build_plugins() -> PathBuf {
     out
 }
 
-fn parse_count(body: &str) -> usize {
+/// What the scrape loop does with a body before labeling: parse it and
+/// look each series up by its text. Returns the number of known series.
+fn parse_and_look_up(body: &str, seen: &Seen) -> usize {
     Parser::new(body, Format::Text)
-        .filter(|e| matches!(e, Ok(Entry::Sample(_))))
+        .filter(|e| match e {
+            Ok(Entry::Sample(s)) => seen.contains(s.series),
+            _ => false,
+        })
         .count()
+}
+
+/// What the scrape loop does with a plugin's families before labeling:
+/// build each sample's series key and look it up.
+fn look_up_families(families: &[MetricFamily], seen: &Seen) -> usize {
+    let mut key = String::new();
+    let mut known = 0;
+    for family in families {
+        for sample in &family.samples {
+            ember::plugins::series_key(&mut key, &family.name, sample);
+            known += usize::from(seen.contains(key.as_str()));
+        }
+    }
+    known
+}
+
+/// The same samples as text format 0.0.4, the body the HTTP server serves.
+fn as_text(families: &[MetricFamily]) -> String {
+    let mut out = String::new();
+    for family in families {
+        out.push_str(&format!(
+            "# HELP {} {}\n# TYPE {} gauge\n",
+            family.name, family.help, family.name
+        ));
+        for sample in &family.samples {
+            let labels: Vec<String> = sample
+                .labels
+                .iter()
+                .map(|l| format!("{}=\"{}\"", l.name, l.value))
+                .collect();
+            out.push_str(&format!(
+                "{}{}{{{}}} {}\n",
+                family.name,
+                sample.suffix,
+                labels.join(","),
+                sample.value
+            ));
+        }
+    }
+    out
 }
 
 /// Serves `body` on loopback, one connection per request, like an exporter.
@@ -143,15 +194,40 @@ fn main() {
             "first call (instantiate + init + collect): {:.1} ms",
             start.elapsed().as_secs_f64() * 1e3
         );
-        let body = ember::plugins::families_to_text(&families);
-        assert_eq!(parse_count(&body), samples);
+        let body = as_text(&families);
+        // Warm caches, as in a steady-state scrape loop: every series known.
+        let mut family_keys = Seen::default();
+        let mut key = String::new();
+        for family in &families {
+            for sample in &family.samples {
+                ember::plugins::series_key(&mut key, &family.name, sample);
+                family_keys.insert(key.clone());
+            }
+        }
+        let text_keys: Seen = Parser::new(&body, Format::Text)
+            .filter_map(|e| match e {
+                Ok(Entry::Sample(s)) => Some(s.series.to_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(parse_and_look_up(&body, &text_keys), samples);
+        assert_eq!(look_up_families(&families, &family_keys), samples);
+
+        // The guest call alone (lifting the families out of the component),
+        // to show what the series keys add on top.
+        let mut call_times = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let start = Instant::now();
+            let families = instance.collect().await.expect("collect");
+            assert_eq!(families[0].samples.len(), samples);
+            call_times.push(start.elapsed());
+        }
 
         let mut plugin_times = Vec::with_capacity(rounds);
         for _ in 0..rounds {
             let start = Instant::now();
             let families = instance.collect().await.expect("collect");
-            let text = ember::plugins::families_to_text(&families);
-            assert_eq!(parse_count(&text), samples);
+            assert_eq!(look_up_families(&families, &family_keys), samples);
             plugin_times.push(start.elapsed());
         }
 
@@ -176,14 +252,15 @@ fn main() {
                 .text()
                 .await
                 .expect("body");
-            assert_eq!(parse_count(&text), samples);
+            assert_eq!(parse_and_look_up(&text, &text_keys), samples);
             http_times.push(start.elapsed());
         }
         println!(
             "{samples} samples, {rounds} rounds, {} bytes of text",
             body.len()
         );
-        report("exporter plugin call + render + parse", &mut plugin_times);
+        report("exporter plugin call alone", &mut call_times);
+        report("exporter plugin call + series keys", &mut plugin_times);
         report("HTTP GET on loopback + parse", &mut http_times);
     });
     let _ = std::fs::remove_dir_all(&tmp);

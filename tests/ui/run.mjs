@@ -5,8 +5,11 @@
 //
 // tests/ui_browser.rs starts ember (remote-written series
 // ui_test_requests_total{instance="a|b|c"}, one healthy and one unhealthy
-// scrape target) and runs this. --smoke: only the query page and targets,
-// for a run under --web.route-prefix. Exit code 0 when every check passed.
+// scrape target; for the full run also a rule file with a recording rule and
+// a firing alerting rule, and an exporter plugin as a third, healthy target)
+// and runs this. --smoke: the query page, targets and the empty states of
+// rules, alerts and plugins, for a run under --web.route-prefix without
+// rules or plugins. Exit code 0 when every check passed.
 import { createRequire } from 'node:module';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -233,7 +236,9 @@ await section('targets: one healthy, one unhealthy', async () => {
   await page.locator('[data-testid=target]').first().waitFor();
   const up = await page.locator('[data-testid=target][data-health=up]').count();
   const down = await page.locator('[data-testid=target][data-health=down]').count();
-  check(up === 1 && down === 1, `1 up and 1 down target (got ${up} up, ${down} down)`);
+  // The full run has the exporter plugin as a second healthy target.
+  const wantUp = smoke ? 1 : 2;
+  check(up === wantUp && down === 1, `${wantUp} up and 1 down target (got ${up} up, ${down} down)`);
   check((await page.locator('[data-testid=target][data-health=down] .err').innerText()).length > 0, 'the unhealthy target shows its last error');
   await shot('targets');
   await page.locator('input[data-health=up]').uncheck();
@@ -253,62 +258,43 @@ if (!smoke) {
     await shot('service-discovery');
   });
 
-  await section('rules and alerts: empty states', async () => {
-    await page.goto(`${BASE}/rules`);
-    await page.locator('[data-testid=empty-state]').waitFor();
-    await shot('rules');
-    await page.goto(`${BASE}/alerts`);
-    await page.locator('[data-testid=empty-state]').waitFor();
-    check(true, 'rules and alerts show empty states');
-    await shot('alerts');
-  });
-
-  // Until rule evaluation lands, the API has no rules: feed the pages
-  // Prometheus-shaped answers to check that they render them.
-  await section('rules and alerts with data (stubbed API answers)', async () => {
-    const now = new Date().toISOString();
-    const alert = {
-      labels: { alertname: 'HighErrorRate', severity: 'page', instance: 'a' },
-      annotations: { summary: 'Error rate above 5%' },
-      state: 'firing',
-      activeAt: now,
-      value: '7.5e-02',
-    };
-    const groups = [
-      {
-        name: 'example',
-        file: '/etc/ember/rules.yml',
-        interval: 15,
-        evaluationTime: 0.0012,
-        lastEvaluation: now,
-        rules: [
-          { type: 'recording', name: 'job:requests:rate5m', query: 'sum by (job) (rate(ui_test_requests_total[5m]))', health: 'ok', evaluationTime: 0.0004, lastEvaluation: now, labels: {} },
-          { type: 'alerting', name: 'HighErrorRate', query: 'job:errors:ratio > 0.05', duration: 300, labels: { severity: 'page' }, annotations: { summary: 'Error rate above 5%' }, alerts: [alert], health: 'ok', state: 'firing', evaluationTime: 0.0007, lastEvaluation: now },
-          { type: 'alerting', name: 'TargetDown', query: 'up == 0', duration: 60, labels: {}, annotations: {}, alerts: [], health: 'err', lastError: 'example evaluation error', state: 'inactive', evaluationTime: 0.0002, lastEvaluation: now },
-        ],
-      },
-    ];
-    await page.route('**/api/v1/rules*', (route) =>
-      route.fulfill({ contentType: 'application/json', body: JSON.stringify({ status: 'success', data: { groups } }) }),
-    );
+  await section('rules and alerts from a real rule file', async () => {
     await page.goto(`${BASE}/rules`);
     await page.locator('[data-testid=rule-group]').waitFor();
     const rules = await page.locator('main').innerText();
-    check(rules.includes('job:requests:rate5m') && rules.includes('example evaluation error'), 'rules, their health and last error render');
-    await shot('rules-stubbed');
+    check(rules.includes('ui-example'), 'the rule group is listed');
+    check(rules.includes('job:ui_test_requests:rate5m') && rules.includes('UiTestRequestsHigh'), 'the recording and the alerting rule are listed');
+    check(!/\berr\b/i.test(await page.locator('[data-testid=rule-group] .badge').allInnerTexts().then((t) => t.join(' '))), 'both rules are healthy');
+    await shot('rules');
     await page.goto(`${BASE}/alerts`);
     await page.locator('details.alert-rule.firing').waitFor();
     const alerts = await page.locator('main').innerText();
-    check(alerts.includes('1 firing') && alerts.includes('Error rate above 5%'), 'a firing alert shows its labels and annotations');
-    await shot('alerts-stubbed');
-    await page.unroute('**/api/v1/rules*');
+    check(alerts.includes('1 firing'), 'the alerting rule is firing');
+    check(alerts.includes('(3 active)'), 'three active alerts, one per instance');
+    check(alerts.includes('severity') && alerts.includes('page'), 'the alert labels are shown');
+    check(/Instance [abc] served \d+ requests/.test(alerts), 'the templated annotation is shown');
+    await shot('alerts');
+    // The state filter hides firing rules.
+    await page.getByLabel('Firing').uncheck();
+    check((await page.locator('details.alert-rule.firing').count()) === 0, 'unchecking Firing hides the firing rule');
+    await page.getByLabel('Firing').check();
+    // The alert's expression links to the query page with Prometheus's URL scheme.
+    await page.goto(`${BASE}/graph?g0.expr=${encodeURIComponent('job:ui_test_requests:rate5m')}&g0.tab=1`);
+    await panel.locator('[data-testid=result-table] tbody tr').first().waitFor();
+    check(true, 'the recording rule produced a series');
   });
 
   await section('status: runtime, build, plugins, flags, config, tsdb', async () => {
     await page.goto(`${BASE}/status`);
     await page.locator('[data-testid=runtime-info]').waitFor();
     await page.locator('[data-testid=build-info]').waitFor();
-    check((await page.locator('[data-testid=plugins]').innerText()).includes('No plugin API yet'), 'Plugins says there is no plugin API yet');
+    const plugin = page.locator('[data-testid=plugin][data-plugin=custom-exporter]');
+    await plugin.waitFor();
+    const row = await plugin.innerText();
+    check(row.includes('exporter') && row.includes('0.1.0'), `the plugin row shows world and version (${row.replace(/\s+/g, ' ')})`);
+    check((await plugin.getAttribute('data-health')) === 'ok' && row.includes('OK'), 'the plugin is healthy');
+    const calls = Number(await plugin.locator('td.num').first().innerText());
+    check(calls > 0, `the plugin's calls are counted (${calls})`);
     await shot('status');
     await page.getByRole('link', { name: 'Command-line flags' }).click();
     await page.locator('[data-testid=flags]').waitFor();
@@ -322,6 +308,22 @@ if (!smoke) {
     await page.locator('[data-testid=head-stats]').waitFor();
     check((await page.locator('main').innerText()).includes(METRIC), 'TSDB status lists the top metric names');
     await shot('tsdb-status');
+  });
+}
+
+if (smoke) {
+  await section('empty states: rules, alerts, plugins', async () => {
+    await page.goto(`${BASE}/rules`);
+    await page.locator('[data-testid=empty-state]').waitFor();
+    await shot('rules-empty');
+    await page.goto(`${BASE}/alerts`);
+    await page.locator('[data-testid=empty-state]').waitFor();
+    check(true, 'rules and alerts show empty states');
+    await shot('alerts-empty');
+    await page.goto(`${BASE}/status`);
+    await page.locator('[data-testid=plugins] [data-testid=empty-state]').waitFor();
+    check((await page.locator('[data-testid=plugins]').innerText()).includes('No plugins loaded'), 'Plugins shows its empty state');
+    await shot('status-no-plugins');
   });
 }
 
@@ -339,8 +341,15 @@ await section('narrow viewport', async () => {
   await shot('narrow-targets');
   if (!smoke) {
     await page.goto(`${BASE}/status`);
-    await page.locator('[data-testid=runtime-info]').waitFor();
+    await page.locator('[data-testid=plugin]').first().waitFor();
+    const overflow3 = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow3 <= 1, `the status page with its plugin table fits 390px (overflow ${overflow3}px)`);
     await shot('narrow-status');
+    await page.goto(`${BASE}/alerts`);
+    await page.locator('details.alert-rule.firing').waitFor();
+    const overflow4 = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow4 <= 1, `the alerts page fits 390px (overflow ${overflow4}px)`);
+    await shot('narrow-alerts');
   }
 });
 

@@ -120,7 +120,12 @@ export function Empty({ title, children }: { title: string; children?: Component
 }
 
 export function Health({ health }: { health: string }) {
-  const cls = health === 'up' || health === 'ok' ? 'ok' : health === 'down' || health === 'err' ? 'bad' : 'unknown';
+  const cls =
+    health === 'up' || health === 'ok'
+      ? 'ok'
+      : health === 'down' || health === 'err' || health === 'failing' || health === 'broken'
+        ? 'bad'
+        : 'unknown';
   const text = health === 'up' ? 'UP' : health === 'down' ? 'DOWN' : health.toUpperCase();
   return <span class={`badge ${cls}`}>{text}</span>;
 }

@@ -78,8 +78,16 @@ pub fn check(file: &Path) -> ExitCode {
                 .await
                 .with_context(|| format!("{} does not load", file.display()))?;
             let info = &loaded.info;
+            let imports = runtime.imports(&loaded.component);
+            // The package version the plugin was built against, from the
+            // version of the `ember:plugin` interfaces it imports.
+            let built_against = imports
+                .iter()
+                .filter_map(|i| i.strip_prefix("ember:plugin/"))
+                .find_map(|i| i.split_once('@').map(|(_, v)| v.to_owned()))
+                .unwrap_or_else(|| crate::plugins::WIT_VERSION.to_owned());
             println!(
-                "{}: {} {} implements ember:plugin/{}@0.1.0",
+                "{}: {} {} implements ember:plugin/{}@{built_against}",
                 file.display(),
                 info.name,
                 info.version,
@@ -88,11 +96,17 @@ pub fn check(file: &Path) -> ExitCode {
             if !info.description.is_empty() {
                 println!("  {}", info.description);
             }
-            println!("  links against this host: yes");
             println!(
-                "  imports: {}",
-                runtime.imports(&loaded.component).join(", ")
+                "  links against this host (ember:plugin@{}): yes",
+                crate::plugins::WIT_VERSION
             );
+            println!("  imports: {}", imports.join(", "));
+            if imports
+                .iter()
+                .any(|i| i.starts_with("ember:plugin/filesystem-stats"))
+            {
+                println!("  asks for filesystem stats (grant mount points with stat_filesystems)");
+            }
             if !info.wants_hosts.is_empty() {
                 println!(
                     "  wants hosts (grant with allow_hosts): {}",

@@ -1,4 +1,5 @@
-//! Host bindings of the `ember:plugin@0.1.0` worlds, generated from `wit/`.
+//! Host bindings of the `ember:plugin@0.1.1` worlds, generated from `wit/`.
+//! Plugins built against 0.1.0 link to them too (semver-compatible imports).
 //!
 //! The three worlds import the same `host` and `http` interfaces; the
 //! discoverer and notifier bindings reuse the exporter's modules for them so
@@ -8,7 +9,10 @@ pub mod exporter {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "exporter",
-        imports: { "ember:plugin/http.send": async },
+        imports: {
+            "ember:plugin/http.send": async,
+            "ember:plugin/filesystem-stats": async,
+        },
         exports: { default: async },
     });
 }
@@ -41,4 +45,4 @@ pub mod notifier {
 }
 
 pub use discoverer::ember::plugin::dns;
-pub use exporter::ember::plugin::{host, http, types};
+pub use exporter::ember::plugin::{filesystem_stats, host, http, types};

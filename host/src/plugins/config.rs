@@ -24,6 +24,11 @@ pub struct PluginUse {
     /// Absolute host directories the plugin may read (same path inside).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_only_dirs: Vec<String>,
+    /// Absolute paths whose mount points (the path and those below it) the
+    /// plugin may ask `statfs` of (`filesystem-stats`), without reading
+    /// any file there; `[/]` covers every mount point.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stat_filesystems: Vec<String>,
     /// Per-call deadline (default 10s; for exporters at most the scrape timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<PromDuration>,
@@ -55,12 +60,17 @@ impl PluginUse {
         if self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return Err(format!("plugin: invalid name {:?}", self.name));
         }
-        for dir in &self.read_only_dirs {
-            if !std::path::Path::new(dir).is_absolute() {
-                return Err(format!(
-                    "plugin {}: read_only_dirs entry {dir:?} must be absolute",
-                    self.name
-                ));
+        for (key, dirs) in [
+            ("read_only_dirs", &self.read_only_dirs),
+            ("stat_filesystems", &self.stat_filesystems),
+        ] {
+            for dir in dirs {
+                if !std::path::Path::new(dir).is_absolute() {
+                    return Err(format!(
+                        "plugin {}: {key} entry {dir:?} must be absolute",
+                        self.name
+                    ));
+                }
             }
         }
         for host in &self.allow_hosts {
@@ -116,6 +126,7 @@ impl PluginUse {
             config_json: serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into()),
             allow_hosts: self.allow_hosts.clone(),
             read_only_dirs: self.read_only_dirs.clone(),
+            stat_filesystems: self.stat_filesystems.clone(),
             dns_server: self.dns_server.clone(),
             limits,
         }

@@ -45,13 +45,7 @@ macro_rules! run_call {
                             format!("{} ran past its deadline of {timeout:?}", $function),
                         )),
                         Ok(Err(trap)) => Err(classify($live, &trap)),
-                        Ok(Ok(Err(message))) => match $live.store.data().denied_host.clone() {
-                            Some(host) => Err(CallError::new(
-                                Reason::ForbiddenHost,
-                                format!("host {host:?} is not on the allow-list ({message})"),
-                            )),
-                            None => Err(CallError::new(Reason::PluginError, message)),
-                        },
+                        Ok(Ok(Err(message))) => Err(plugin_error($live, message)),
                         Ok(Ok(Ok(value))) => Ok(value),
                     }
                 }
@@ -202,9 +196,12 @@ impl PluginInstance {
         }
         let mut health = self.health.lock();
         health.last_call = Some(std::time::SystemTime::now());
+        health.calls += 1;
+        health.call_seconds += start.elapsed().as_secs_f64();
         match result {
             Ok(_) => health.last_ok = true,
             Err(e) => {
+                health.errors += 1;
                 self.metrics
                     .errors
                     .with_label_values(&[name, e.reason.as_str()])
@@ -227,6 +224,7 @@ impl PluginInstance {
         tracing::warn!(plugin = %name, function, reason = e.reason.as_str(), err = %e.message, "Plugin output rejected");
         let mut health = self.health.lock();
         health.last_ok = false;
+        health.errors += 1;
         health.last_error = Some(e.clone());
     }
 
@@ -293,6 +291,44 @@ impl PluginInstance {
     }
 }
 
+/// The reason of an error the plugin returned: a refusal or a timeout of
+/// the host that the plugin passed on (a forbidden host or file, a host
+/// call cut off by the deadline, an oversized HTTP response), or its own.
+fn plugin_error(live: &Live, message: String) -> CallError {
+    let data = live.store.data();
+    if data.host_call_timed_out {
+        return CallError::new(
+            Reason::Timeout,
+            format!(
+                "a host call ran into the deadline of {:?} ({message})",
+                data.settings.limits.timeout
+            ),
+        );
+    }
+    if let Some(host) = &data.denied_host {
+        return CallError::new(
+            Reason::ForbiddenHost,
+            format!("host {host:?} is not on the allow-list ({message})"),
+        );
+    }
+    if data.response_too_large {
+        return CallError::new(
+            Reason::OutputLimit,
+            format!(
+                "an HTTP response was larger than max_response_bytes ({} bytes) ({message})",
+                data.settings.limits.max_response_bytes
+            ),
+        );
+    }
+    if let Some(path) = &data.denied_path {
+        return CallError::new(
+            Reason::ForbiddenFile,
+            format!("path {path:?} is outside the granted read_only_dirs ({message})"),
+        );
+    }
+    CallError::new(Reason::PluginError, message)
+}
+
 /// Turns a trap into a reason: the deadline, the memory cap, a guest panic
 /// (Rust's panic message on stderr), or another trap.
 fn classify(live: &Live, err: &wasmtime::Error) -> CallError {
@@ -301,12 +337,14 @@ fn classify(live: &Live, err: &wasmtime::Error) -> CallError {
         err.downcast_ref::<wasmtime::Trap>(),
         Some(wasmtime::Trap::Interrupt)
     ) {
+        let what = if data.host_call_timed_out {
+            "a host call ran into the deadline"
+        } else {
+            "ran past its deadline"
+        };
         return CallError::new(
             Reason::Timeout,
-            format!(
-                "ran past its deadline of {:?}",
-                data.settings.limits.timeout
-            ),
+            format!("{what} of {:?}", data.settings.limits.timeout),
         );
     }
     if data.limiter.exceeded {

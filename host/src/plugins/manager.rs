@@ -103,6 +103,12 @@ pub struct Health {
     pub last_call: Option<SystemTime>,
     pub last_ok: bool,
     pub last_error: Option<CallError>,
+    /// Calls of this version of the plugin (all uses), for the status page.
+    pub calls: u64,
+    /// Failed calls, including output rejected after a call.
+    pub errors: u64,
+    /// Time spent in calls, seconds.
+    pub call_seconds: f64,
 }
 
 struct Entry {
@@ -134,6 +140,12 @@ pub struct PluginStatus {
     pub hash: String,
     pub wants_hosts: Vec<String>,
     pub wants_directories: Vec<String>,
+    /// Calls since this version loaded (`ember_plugin_calls_total` has them
+    /// by function).
+    pub calls: u64,
+    pub errors: u64,
+    /// Mean call duration in seconds; none before the first call.
+    pub mean_call_seconds: Option<f64>,
 }
 
 pub struct PluginManager {
@@ -379,6 +391,10 @@ impl PluginManager {
                 hash: entry.loaded.hash.clone(),
                 wants_hosts: info.wants_hosts.clone(),
                 wants_directories: info.wants_directories.clone(),
+                calls: health.calls,
+                errors: health.errors,
+                mean_call_seconds: (health.calls > 0)
+                    .then(|| health.call_seconds / health.calls as f64),
             });
         }
         for (name, (file, error)) in self.broken.read().iter() {
@@ -396,6 +412,9 @@ impl PluginManager {
                 hash: String::new(),
                 wants_hosts: Vec::new(),
                 wants_directories: Vec::new(),
+                calls: 0,
+                errors: 0,
+                mean_call_seconds: None,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -7,11 +7,15 @@
 //!   reason of a failure, replacing a faulted instance
 //! - `state.rs`: what a store holds, the `host` and `http` imports
 //! - `manager.rs`: the plugin directory, reload, metrics, status
+//! - `fs_sandbox.rs`: noticing opens of files outside the grants
+//! - `fs_stats.rs`: the `filesystem-stats` import (statfs of granted mounts)
 //! - `bindings.rs`: `bindgen!` output for the three worlds
 
 mod bindings;
 pub mod config;
 mod dns;
+mod fs_sandbox;
+mod fs_stats;
 mod instance;
 pub mod manager;
 mod runtime;
@@ -28,6 +32,10 @@ pub use config::PluginUse;
 pub use instance::PluginInstance;
 pub use manager::{PluginManager, PluginStatus};
 pub use runtime::{Loaded, Runtime, World};
+
+/// The version of the `ember:plugin` WIT package this host implements
+/// (plugins built against any 0.1.x up to it link).
+pub const WIT_VERSION: &str = "0.1.1";
 
 /// Per-call limits of a plugin instance.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -63,6 +71,9 @@ pub struct PluginSettings {
     pub allow_hosts: Vec<String>,
     /// Host directories granted read-only, visible under the same path.
     pub read_only_dirs: Vec<String>,
+    /// Paths whose mount points the plugin may `statfs` (besides
+    /// `read_only_dirs`).
+    pub stat_filesystems: Vec<String>,
     /// DNS server (`ip:port`) for SRV lookups; none means the first
     /// `nameserver` of `/etc/resolv.conf`.
     pub dns_server: Option<String>,
@@ -78,6 +89,7 @@ impl PluginSettings {
             && self.config_json == other.config_json
             && self.allow_hosts == other.allow_hosts
             && self.read_only_dirs == other.read_only_dirs
+            && self.stat_filesystems == other.stat_filesystems
             && self.dns_server == other.dns_server
             && self.limits.max_memory_bytes == other.limits.max_memory_bytes
             && self.limits.max_response_bytes == other.limits.max_response_bytes
@@ -90,6 +102,7 @@ impl PluginSettings {
             config_json: "{}".to_owned(),
             allow_hosts: Vec::new(),
             read_only_dirs: Vec::new(),
+            stat_filesystems: Vec::new(),
             dns_server: None,
             limits: Limits::default(),
         }
@@ -110,6 +123,8 @@ pub enum Reason {
     Trap,
     /// The plugin asked for a host that is not on its allow-list.
     ForbiddenHost,
+    /// The plugin tried to open a path outside its granted directories.
+    ForbiddenFile,
     /// The plugin returned more than its limits allow.
     OutputLimit,
     /// The plugin returned an error of its own.
@@ -128,6 +143,7 @@ impl Reason {
             Reason::Panic => "panic",
             Reason::Trap => "trap",
             Reason::ForbiddenHost => "forbidden_host",
+            Reason::ForbiddenFile => "forbidden_file",
             Reason::OutputLimit => "output_limit",
             Reason::PluginError => "plugin_error",
             Reason::Init => "init",
@@ -180,9 +196,9 @@ fn valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Checks what a plugin returned before it is rendered: names must be valid
-/// (a name is written unescaped, so a newline in it could smuggle lines into
-/// the exposition).
+/// Checks what a plugin returned before it is stored: metric, suffix and
+/// label names must be valid Prometheus names (a newline in one could
+/// otherwise forge another series in every text rendering of it).
 pub fn validate_families(families: &[MetricFamily]) -> Result<(), String> {
     for family in families {
         if !valid_metric_name(&family.name) {
@@ -225,96 +241,99 @@ pub fn validate_groups(groups: &[TargetGroup]) -> Result<(), String> {
     Ok(())
 }
 
-/// Renders metric families as Prometheus text format 0.0.4, the input of
-/// the scrape path's parser. Call [`validate_families`] first.
-pub fn families_to_text(families: &[MetricFamily]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    for family in families {
-        let kind = match family.type_ {
-            MetricType::Counter => "counter",
-            MetricType::Gauge => "gauge",
-            MetricType::Histogram => "histogram",
-            MetricType::Summary => "summary",
-            MetricType::Untyped => "untyped",
-        };
-        if !family.help.is_empty() {
-            let help = family.help.replace('\\', "\\\\").replace('\n', "\\n");
-            let _ = writeln!(out, "# HELP {} {}", family.name, help);
-        }
-        let _ = writeln!(out, "# TYPE {} {}", family.name, kind);
-        for sample in &family.samples {
-            out.push_str(&family.name);
-            out.push_str(&sample.suffix);
-            if !sample.labels.is_empty() {
-                out.push('{');
-                for (i, label) in sample.labels.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let value = label
-                        .value
-                        .replace('\\', "\\\\")
-                        .replace('"', "\\\"")
-                        .replace('\n', "\\n");
-                    let _ = write!(out, "{}=\"{}\"", label.name, value);
-                }
-                out.push('}');
-            }
-            out.push(' ');
-            push_float(&mut out, sample.value);
-            if let Some(ts) = sample.timestamp_ms {
-                let _ = write!(out, " {ts}");
-            }
-            out.push('\n');
-        }
+/// The metadata API's name of a family type ("unknown" for untyped, as
+/// Prometheus says).
+pub fn type_name(kind: MetricType) -> &'static str {
+    match kind {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram => "histogram",
+        MetricType::Summary => "summary",
+        MetricType::Untyped => "unknown",
     }
-    out
 }
 
-fn push_float(out: &mut String, value: f64) {
-    use std::fmt::Write as _;
-    if value.is_nan() {
-        out.push_str("NaN");
-    } else if value.is_infinite() {
-        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        let _ = write!(out, "{value}");
+/// Writes into `key` a string that identifies the series of `sample` in
+/// family `family` within one target, for the scrape loop's series cache.
+/// Label names are checked (`[a-zA-Z0-9_]`), so a NUL separates them from
+/// values; a NUL inside a value is doubled, which keeps keys unambiguous.
+pub fn series_key(key: &mut String, family: &str, sample: &Sample) {
+    key.clear();
+    key.push_str(family);
+    key.push_str(&sample.suffix);
+    for label in &sample.labels {
+        key.push('\0');
+        key.push_str(&label.name);
+        key.push('\0');
+        if label.value.contains('\0') {
+            key.push_str(&label.value.replace('\0', "\0\0"));
+        } else {
+            key.push_str(&label.value);
+        }
     }
+}
+
+/// The labels of one sample with its `__name__`, as a scrape parser
+/// would produce them (empty values are dropped).
+pub fn sample_labels(family: &str, sample: &Sample) -> Result<crate::model::Labels, String> {
+    let name = format!("{family}{}", sample.suffix);
+    if sample.labels.iter().any(|l| l.name == "__name__") {
+        return Err(format!("series {name}: label __name__ is not allowed"));
+    }
+    let pairs = std::iter::once(("__name__", name.as_str())).chain(
+        sample
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str())),
+    );
+    crate::model::Labels::from_pairs(pairs).map_err(|e| format!("series {name}: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_text_format() {
-        let mut family = MetricFamily {
-            name: "x_total".into(),
-            type_: MetricType::Counter,
-            help: "Line\nbreak \\ here.".into(),
-            unit: String::new(),
-            samples: Vec::new(),
-        };
-        family.samples.push(Sample {
+    fn sample(labels: &[(&str, &str)]) -> Sample {
+        Sample {
             suffix: String::new(),
-            labels: vec![Label {
-                name: "a".into(),
-                value: "q\"v\n".into(),
-            }],
-            value: f64::INFINITY,
-            timestamp_ms: Some(5),
-        });
-        family.samples.push(Sample {
-            suffix: String::new(),
-            labels: Vec::new(),
-            value: 1.5,
+            labels: labels
+                .iter()
+                .map(|(n, v)| Label {
+                    name: (*n).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            value: 1.0,
             timestamp_ms: None,
-        });
-        assert_eq!(
-            families_to_text(&[family]),
-            "# HELP x_total Line\\nbreak \\\\ here.\n# TYPE x_total counter\nx_total{a=\"q\\\"v\\n\"} +Inf 5\nx_total 1.5\n"
-        );
+        }
+    }
+
+    #[test]
+    fn series_keys_are_unambiguous() {
+        let key = |labels: &[(&str, &str)]| {
+            let mut k = String::new();
+            series_key(&mut k, "m", &sample(labels));
+            k
+        };
+        assert_eq!(key(&[("a", "x")]), key(&[("a", "x")]));
+        assert_ne!(key(&[("a", "x\0b\0y")]), key(&[("a", "x"), ("b", "y")]));
+        assert_ne!(key(&[("a", "x")]), key(&[("a", "x"), ("b", "")]));
+        let mut bucket = sample(&[("le", "1")]);
+        bucket.suffix = "_bucket".into();
+        let mut k = String::new();
+        series_key(&mut k, "h", &bucket);
+        assert_ne!(k, key(&[("le", "1")]));
+    }
+
+    #[test]
+    fn sample_labels_carry_the_series_name() {
+        let mut s = sample(&[("b", "2"), ("a", "1"), ("empty", "")]);
+        s.suffix = "_total".into();
+        let labels = sample_labels("x", &s).unwrap();
+        assert_eq!(labels.metric_name(), Some("x_total"));
+        assert_eq!(labels.len(), 3, "the empty label is dropped");
+        assert!(sample_labels("x", &sample(&[("__name__", "y")])).is_err());
+        assert!(sample_labels("x", &sample(&[("a", "1"), ("a", "2")])).is_err());
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     pub(super) http: reqwest::Client,
     stop_ticker: Arc<AtomicBool>,
+    sentinel: super::fs_sandbox::Sentinel,
 }
 
 impl Drop for Runtime {
@@ -92,6 +93,8 @@ impl Runtime {
             .wctx("linking the ember:plugin imports")?;
         discoverer::ember::plugin::dns::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .wctx("linking the ember:plugin dns import")?;
+        super::fs_sandbox::add_to_linker(&mut linker)?;
+        let sentinel = super::fs_sandbox::Sentinel::new()?;
 
         let tls = crate::scrape::tls::client_config(
             &crate::config::http_client::TlsConfig::default(),
@@ -129,6 +132,7 @@ impl Runtime {
             cache_dir,
             http,
             stop_ticker,
+            sentinel,
         }))
     }
 
@@ -224,6 +228,21 @@ impl Runtime {
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("granting directory {dir}"))?;
         }
+        // Paths outside the grants resolve to the empty sentinel, so the
+        // host sees (and refuses) them; see `fs_sandbox`.
+        let root_granted = settings
+            .read_only_dirs
+            .iter()
+            .any(|d| Path::new(d) == Path::new("/"));
+        let sentinel = if root_granted {
+            None
+        } else {
+            let id = self.sentinel.ensure()?;
+            wasi.preopened_dir(self.sentinel.path(), "/", FsPerms::ReadOnly)
+                .map_err(anyhow::Error::from)
+                .context("preopening the empty root directory")?;
+            Some(id)
+        };
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -237,6 +256,10 @@ impl Runtime {
             stderr,
             deadline: Instant::now() + settings.limits.timeout,
             denied_host: None,
+            denied_path: None,
+            host_call_timed_out: false,
+            response_too_large: false,
+            sentinel,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -322,6 +345,9 @@ impl Live {
         data.deadline = Instant::now() + timeout;
         data.limiter.exceeded = false;
         data.denied_host = None;
+        data.denied_path = None;
+        data.host_call_timed_out = false;
+        data.response_too_large = false;
         self.store.set_epoch_deadline(1);
     }
 }

@@ -56,6 +56,16 @@ pub struct State {
     pub deadline: Instant,
     /// Set when the plugin asked for a host that is not allowed.
     pub denied_host: Option<String>,
+    /// Set when the plugin tried to open a path outside its grants.
+    pub denied_path: Option<String>,
+    /// Set when a host call (HTTP, statfs) gave up because the call's
+    /// deadline came, so the plugin's resulting error counts as a timeout.
+    pub host_call_timed_out: bool,
+    /// Set when an HTTP response was refused for its size.
+    pub response_too_large: bool,
+    /// Device and inode of the empty directory preopened at `/` (see
+    /// `fs_sandbox`); none when `/` itself is granted.
+    pub sentinel: Option<(u64, u64)>,
 }
 
 impl WasiView for State {
@@ -137,16 +147,19 @@ impl http::Host for State {
             .map_err(|_| format!("invalid method {:?}", req.method))?;
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
+            self.host_call_timed_out = true;
             return Err("no time left for the request".into());
         }
         let mut builder = self.http.request(method, url).timeout(left).body(req.body);
         for header in req.headers {
             builder = builder.header(header.name, header.value);
         }
-        let mut response = builder
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
+        let mut response = builder.send().await.map_err(|e| {
+            if e.is_timeout() {
+                self.host_call_timed_out = true;
+            }
+            format!("request failed: {e}")
+        })?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -158,12 +171,14 @@ impl http::Host for State {
             .collect();
         let max = self.settings.limits.max_response_bytes;
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("reading the response: {e}"))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            if e.is_timeout() {
+                self.host_call_timed_out = true;
+            }
+            format!("reading the response: {e}")
+        })? {
             if body.len() + chunk.len() > max {
+                self.response_too_large = true;
                 return Err(format!("response larger than {max} bytes"));
             }
             body.extend_from_slice(&chunk);

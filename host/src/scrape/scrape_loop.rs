@@ -127,9 +127,24 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-struct Scraped {
-    body: String,
-    format: Format,
+/// What one scrape fetched: an exposition body from HTTP, or an exporter
+/// plugin's metric families, which go into the same labeling, limits and
+/// staleness code without being rendered and parsed as text.
+enum Scraped {
+    Body { body: String, format: Format },
+    Families(Vec<crate::plugins::MetricFamily>),
+}
+
+/// The samples of one scrape on their way to the appender, with the counts
+/// of the report series.
+#[derive(Default)]
+struct Batch {
+    samples: Vec<(Labels, i64, f64, Option<u32>)>,
+    scraped: usize,
+    added: usize,
+    metadata: HashMap<String, Metadata>,
+    /// Exemplars of accepted samples, stored once the samples are committed.
+    exemplars: Vec<(Labels, crate::storage::exemplars::Exemplar)>,
 }
 
 impl ScrapeLoop {
@@ -158,10 +173,12 @@ impl ScrapeLoop {
         self
     }
 
-    /// Calls the job's exporter plugin; its families, rendered as text
-    /// format, then take the same path as an HTTP scrape body. The instance
-    /// is looked up on every scrape so a reloaded plugin is used at once.
-    async fn fetch_plugin(&self, plugin: &crate::plugins::PluginUse) -> Result<Scraped, String> {
+    /// Calls the job's exporter plugin. The instance is looked up on every
+    /// scrape so a reloaded plugin is used at once.
+    async fn fetch_plugin(
+        &self,
+        plugin: &crate::plugins::PluginUse,
+    ) -> Result<Vec<crate::plugins::MetricFamily>, String> {
         let Some(manager) = &self.plugins else {
             return Err("plugins are not available in this process".into());
         };
@@ -170,19 +187,7 @@ impl ScrapeLoop {
             Some(self.target.timeout),
             crate::plugins::World::Exporter,
         )?;
-        let families = instance.collect().await.map_err(|e| e.to_string())?;
-        let body = crate::plugins::families_to_text(&families);
-        let limit = self.cfg.body_size_limit;
-        if limit > 0 && body.len() as u64 > limit {
-            return Err(format!(
-                "body size limit exceeded: {} bytes > {limit}",
-                body.len()
-            ));
-        }
-        Ok(Scraped {
-            body,
-            format: Format::Text,
-        })
+        instance.collect().await.map_err(|e| e.to_string())
     }
 
     /// Scrapes on the target's interval until cancelled, then marks every
@@ -212,7 +217,7 @@ impl ScrapeLoop {
 
     async fn fetch(&self) -> Result<Scraped, String> {
         if let Some(plugin) = &self.cfg.plugin {
-            return self.fetch_plugin(plugin).await;
+            return self.fetch_plugin(plugin).await.map(Scraped::Families);
         }
         let mut req = self
             .client
@@ -281,7 +286,7 @@ impl ScrapeLoop {
         } else {
             Format::Text
         };
-        Ok(Scraped { body, format })
+        Ok(Scraped::Body { body, format })
     }
 
     /// Target labels merged into scraped labels (honor_labels rules), then
@@ -315,93 +320,165 @@ impl ScrapeLoop {
             .filter(|l| l.metric_name().is_some())
     }
 
+    /// One sample of the scrape, known by `key` (its series as exposed: the
+    /// raw text of an HTTP body, [`crate::plugins::series_key`] for a
+    /// plugin); `labels` builds its labels the first time the key is seen.
+    fn accept(
+        &mut self,
+        batch: &mut Batch,
+        key: &str,
+        labels: impl FnOnce() -> Result<Labels, String>,
+        timestamp_ms: Option<i64>,
+        value: f64,
+        t: i64,
+    ) -> Result<(), String> {
+        let id = self.scrape_id;
+        batch.scraped += 1;
+        // One hash of the series key for a known series.
+        let entry = match self.cache.get_mut(key) {
+            Some(entry) => entry,
+            None => {
+                let parsed = labels()?;
+                let labels = self.series_labels(&parsed);
+                self.cache.entry(key.to_owned()).or_insert(CacheEntry {
+                    labels,
+                    last_seen: 0,
+                    seen_before: 0,
+                    canonical: false,
+                    head_slot: None,
+                })
+            }
+        };
+        if entry.last_seen == id {
+            return Ok(()); // the same series twice in one exposition
+        }
+        entry.seen_before = entry.last_seen;
+        entry.last_seen = id;
+        let Some(labels) = &entry.labels else {
+            return Ok(());
+        };
+        if entry.seen_before + 1 != id {
+            batch.added += 1;
+        }
+        let labels = labels.clone();
+        let slot = entry.head_slot;
+        self.check_label_limits(&labels)?;
+        let ts = match timestamp_ms {
+            Some(ts) if self.cfg.honor_timestamps => ts,
+            _ => t,
+        };
+        batch.samples.push((labels, ts, value, slot));
+        Ok(())
+    }
+
+    /// Parses an exposition body into `batch`.
+    fn accept_body(
+        &mut self,
+        batch: &mut Batch,
+        body: &str,
+        format: Format,
+        t: i64,
+    ) -> Result<(), String> {
+        for entry in Parser::new(body, format) {
+            match entry.map_err(|e| e.to_string())? {
+                Entry::Sample(sample) => {
+                    let series = sample.series;
+                    let before = batch.samples.len();
+                    self.accept(
+                        batch,
+                        series,
+                        || sample.labels().map_err(|e| format!("series {series}: {e}")),
+                        sample.timestamp_ms,
+                        sample.value,
+                        t,
+                    )?;
+                    if let Some(e) = sample.exemplar
+                        && batch.samples.len() > before
+                        && let Some((labels, ..)) = batch.samples.last()
+                    {
+                        // An exemplar without a timestamp gets the scrape's, as in Prometheus.
+                        batch.exemplars.push((
+                            labels.clone(),
+                            crate::storage::exemplars::Exemplar {
+                                labels: e.labels,
+                                value: e.value,
+                                timestamp_ms: e.timestamp_ms.unwrap_or(t),
+                            },
+                        ));
+                    }
+                }
+                Entry::Help { family, help } => {
+                    batch.metadata.entry(family.into_owned()).or_default().help = help.into_owned()
+                }
+                Entry::Type { family, kind } => {
+                    batch.metadata.entry(family.into_owned()).or_default().kind =
+                        type_name(kind).into()
+                }
+                Entry::Unit { family, unit } => {
+                    batch.metadata.entry(family.into_owned()).or_default().unit = unit.into_owned()
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes an exporter plugin's families into `batch` (the plugin host
+    /// has checked their names).
+    fn accept_families(
+        &mut self,
+        batch: &mut Batch,
+        families: &[crate::plugins::MetricFamily],
+        t: i64,
+    ) -> Result<(), String> {
+        let mut key = String::new();
+        for family in families {
+            let meta = batch.metadata.entry(family.name.clone()).or_default();
+            meta.kind = crate::plugins::type_name(family.type_).into();
+            meta.help.clone_from(&family.help);
+            meta.unit.clone_from(&family.unit);
+            for sample in &family.samples {
+                crate::plugins::series_key(&mut key, &family.name, sample);
+                self.accept(
+                    batch,
+                    &key,
+                    || crate::plugins::sample_labels(&family.name, sample),
+                    sample.timestamp_ms,
+                    sample.value,
+                    t,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     async fn scrape_once(&mut self) {
         let started = Instant::now();
         let t = now_ms();
         self.scrape_id += 1;
         let id = self.scrape_id;
         let fetched = self.fetch().await;
-        let mut app_samples: Vec<(Labels, i64, f64, Option<u32>)> = Vec::new();
-        let mut exemplars: Vec<(Labels, crate::storage::exemplars::Exemplar)> = Vec::new();
-        let mut scraped = 0usize;
-        let mut added = 0usize;
-        let mut metadata: HashMap<String, Metadata> = HashMap::new();
-        let result = fetched.and_then(|s| {
-            for entry in Parser::new(&s.body, s.format) {
-                match entry.map_err(|e| e.to_string())? {
-                    Entry::Sample(sample) => {
-                        scraped += 1;
-                        // One hash of the raw series text for a known series.
-                        let entry = match self.cache.get_mut(sample.series) {
-                            Some(entry) => entry,
-                            None => {
-                                let parsed = sample
-                                    .labels()
-                                    .map_err(|e| format!("series {}: {e}", sample.series))?;
-                                let labels = self.series_labels(&parsed);
-                                self.cache
-                                    .entry(sample.series.to_owned())
-                                    .or_insert(CacheEntry {
-                                        labels,
-                                        last_seen: 0,
-                                        seen_before: 0,
-                                        canonical: false,
-                                        head_slot: None,
-                                    })
-                            }
-                        };
-                        if entry.last_seen == id {
-                            continue; // the same series twice in one exposition
-                        }
-                        entry.seen_before = entry.last_seen;
-                        entry.last_seen = id;
-                        let Some(labels) = &entry.labels else {
-                            continue;
-                        };
-                        if entry.seen_before + 1 != id {
-                            added += 1;
-                        }
-                        let labels = labels.clone();
-                        let slot = entry.head_slot;
-                        self.check_label_limits(&labels)?;
-                        let ts = match sample.timestamp_ms {
-                            Some(ts) if self.cfg.honor_timestamps => ts,
-                            _ => t,
-                        };
-                        if let Some(e) = sample.exemplar {
-                            // An exemplar without a timestamp gets the scrape's, as in Prometheus.
-                            exemplars.push((
-                                labels.clone(),
-                                crate::storage::exemplars::Exemplar {
-                                    labels: e.labels,
-                                    value: e.value,
-                                    timestamp_ms: e.timestamp_ms.unwrap_or(t),
-                                },
-                            ));
-                        }
-                        app_samples.push((labels, ts, sample.value, slot));
-                    }
-                    Entry::Help { family, help } => {
-                        metadata.entry(family.into_owned()).or_default().help = help.into_owned()
-                    }
-                    Entry::Type { family, kind } => {
-                        metadata.entry(family.into_owned()).or_default().kind =
-                            type_name(kind).into()
-                    }
-                    Entry::Unit { family, unit } => {
-                        metadata.entry(family.into_owned()).or_default().unit = unit.into_owned()
-                    }
-                }
+        let mut batch = Batch::default();
+        let result = fetched.and_then(|scraped| {
+            match scraped {
+                Scraped::Body { body, format } => self.accept_body(&mut batch, &body, format, t)?,
+                Scraped::Families(families) => self.accept_families(&mut batch, &families, t)?,
             }
             let limit = self.cfg.sample_limit as usize;
-            if limit > 0 && app_samples.len() > limit {
+            if limit > 0 && batch.samples.len() > limit {
                 return Err(format!(
                     "sample limit exceeded: {} samples > {limit}",
-                    app_samples.len()
+                    batch.samples.len()
                 ));
             }
             Ok(())
         });
+        let Batch {
+            samples: mut app_samples,
+            scraped,
+            mut added,
+            metadata,
+            mut exemplars,
+        } = batch;
         let duration = started.elapsed();
         let (up, error) = match &result {
             Ok(()) => (1.0, String::new()),

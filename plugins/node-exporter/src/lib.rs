@@ -1,15 +1,22 @@
 //! A subset of Prometheus's node_exporter as a plugin: the `meminfo`,
-//! `loadavg`, `stat`, `netdev` and `diskstats` collectors, with node_exporter's metric names, help
-//! texts and values. Needs `/proc` granted read-only:
+//! `loadavg`, `stat`, `netdev`, `diskstats` and `filesystem` collectors,
+//! with node_exporter's metric names, help texts and values. Needs `/proc`
+//! granted read-only, and for `filesystem` the mount points to report
+//! (statfs through the host; `[/]` for all of them):
 //!
 //! ```yaml
 //! plugin:
 //!   name: node-exporter
 //!   read_only_dirs: [/proc]
+//!   stat_filesystems: [/]
 //!   config:
-//!     collectors: [meminfo, loadavg, stat, netdev, diskstats]   # default: all
+//!     collectors: [meminfo, loadavg, stat, netdev, diskstats, filesystem]   # default: all
 //!     proc_path: /proc                       # default
 //! ```
+//!
+//! Without `stat_filesystems` the filesystem collector reports every mount
+//! point with `node_filesystem_device_error` 1, as node_exporter does for a
+//! filesystem it cannot stat.
 
 use ember_plugin_sdk::{Exporter, MetricFamily, MetricType, PluginInfo};
 use serde::Deserialize;
@@ -25,6 +32,61 @@ struct Config {
     /// `--collector.netdev.device-exclude` (whose default leaves out `lo`).
     #[serde(default = "default_netdev_exclude")]
     netdev_exclude: Vec<String>,
+    /// Mount points left out: an entry excludes itself and everything
+    /// below it; with a trailing `/` only what is below it. The default is
+    /// Debian's node_exporter default
+    /// (`^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)`).
+    #[serde(default = "default_mount_points_exclude")]
+    mount_points_exclude: Vec<String>,
+    /// Filesystem types left out (node_exporter's default list).
+    #[serde(default = "default_fs_types_exclude")]
+    fs_types_exclude: Vec<String>,
+}
+
+fn default_mount_points_exclude() -> Vec<String> {
+    [
+        "/dev",
+        "/proc",
+        "/run",
+        "/sys",
+        "/mnt",
+        "/media",
+        "/var/lib/docker/",
+        "/var/lib/containers/storage/",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_fs_types_exclude() -> Vec<String> {
+    [
+        "autofs",
+        "binfmt_misc",
+        "bpf",
+        "cgroup",
+        "cgroup2",
+        "configfs",
+        "debugfs",
+        "devpts",
+        "devtmpfs",
+        "fusectl",
+        "hugetlbfs",
+        "iso9660",
+        "mqueue",
+        "nsfs",
+        "overlay",
+        "proc",
+        "procfs",
+        "pstore",
+        "rpc_pipefs",
+        "securityfs",
+        "selinuxfs",
+        "squashfs",
+        "sysfs",
+        "tracefs",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_netdev_exclude() -> Vec<String> {
@@ -38,6 +100,7 @@ fn all_collectors() -> Vec<String> {
         "stat".into(),
         "netdev".into(),
         "diskstats".into(),
+        "filesystem".into(),
     ]
 }
 
@@ -433,16 +496,142 @@ fn diskstats(text: &str) -> Result<Vec<MetricFamily>, String> {
     Ok(families)
 }
 
+/// Whether `mount_point` is excluded by one of `exclude` (see
+/// `Config::mount_points_exclude`).
+fn mount_point_excluded(mount_point: &str, exclude: &[String]) -> bool {
+    exclude.iter().any(|e| match e.strip_suffix('/') {
+        // Only what is below: "/var/lib/docker/" excludes "/var/lib/docker/x".
+        Some(dir) if !dir.is_empty() => mount_point
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/')),
+        _ => {
+            mount_point == e
+                || mount_point
+                    .strip_prefix(e.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        }
+    })
+}
+
+/// A mount as node_exporter labels it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Mount {
+    device: String,
+    mount_point: String,
+    fs_type: String,
+    read_only: bool,
+}
+
+/// `/proc/1/mounts` lines → mounts, with node_exporter's decoding of
+/// `\040` and `\011` in the mount point (the device keeps its escapes).
+fn mounts(text: &str) -> Result<Vec<Mount>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.len() < 4 {
+            return Err(format!("malformed mount point information: {line:?}"));
+        }
+        out.push(Mount {
+            device: parts[0].to_owned(),
+            mount_point: parts[1].replace("\\040", " ").replace("\\011", "\t"),
+            fs_type: parts[2].to_owned(),
+            read_only: parts[3].split(',').any(|o| o == "ro"),
+        });
+    }
+    Ok(out)
+}
+
+/// node_exporter's filesystem collector: statfs of every mount that is not
+/// excluded, through the host's `filesystem-stats`.
+fn filesystem(
+    mount_text: &str,
+    config: &Config,
+    stat: impl Fn(&str) -> Result<ember_plugin_sdk::filesystem::FsStats, String>,
+) -> Result<Vec<MetricFamily>, String> {
+    let gauge = |name: &str, help: &str| MetricFamily::new(name, MetricType::Gauge, help);
+    let mut size = gauge("node_filesystem_size_bytes", "Filesystem size in bytes.");
+    let mut free = gauge(
+        "node_filesystem_free_bytes",
+        "Filesystem free space in bytes.",
+    );
+    let mut avail = gauge(
+        "node_filesystem_avail_bytes",
+        "Filesystem space available to non-root users in bytes.",
+    );
+    let mut files = gauge("node_filesystem_files", "Filesystem total file nodes.");
+    let mut files_free = gauge(
+        "node_filesystem_files_free",
+        "Filesystem total free file nodes.",
+    );
+    let mut readonly = gauge("node_filesystem_readonly", "Filesystem read-only status.");
+    let mut device_error = gauge(
+        "node_filesystem_device_error",
+        "Whether an error occurred while getting statistics for the given device.",
+    );
+    let mut seen = std::collections::HashSet::new();
+    for mount in mounts(mount_text)? {
+        if mount_point_excluded(&mount.mount_point, &config.mount_points_exclude)
+            || config.fs_types_exclude.contains(&mount.fs_type)
+        {
+            continue;
+        }
+        // One series per device, mount point and type, even when mounted twice.
+        if !seen.insert((
+            mount.device.clone(),
+            mount.mount_point.clone(),
+            mount.fs_type.clone(),
+        )) {
+            continue;
+        }
+        let labels = [
+            ("device", mount.device.as_str()),
+            ("fstype", mount.fs_type.as_str()),
+            ("mountpoint", mount.mount_point.as_str()),
+        ];
+        let stats = match stat(&mount.mount_point) {
+            Ok(stats) => stats,
+            Err(e) => {
+                ember_plugin_sdk::log::debug(&format!("statfs {}: {e}", mount.mount_point));
+                device_error.push(&labels, 1.0);
+                continue;
+            }
+        };
+        device_error.push(&labels, 0.0);
+        let bsize = stats.block_size as f64;
+        size.push(&labels, stats.blocks as f64 * bsize);
+        free.push(&labels, stats.blocks_free as f64 * bsize);
+        avail.push(&labels, stats.blocks_available as f64 * bsize);
+        files.push(&labels, stats.files as f64);
+        files_free.push(&labels, stats.files_free as f64);
+        readonly.push(&labels, if mount.read_only { 1.0 } else { 0.0 });
+    }
+    let mut out = vec![avail, device_error, files, files_free, free, readonly, size];
+    out.retain(|f| !f.samples.is_empty());
+    Ok(out)
+}
+
+/// The mount table node_exporter reads: init's, or this process's when
+/// there is no `1/mounts`.
+fn mount_table(proc_path: &str) -> Result<String, String> {
+    match std::fs::read_to_string(format!("{proc_path}/1/mounts")) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            read(&format!("{proc_path}/self/mounts"))
+        }
+        Err(e) => Err(format!("reading {proc_path}/1/mounts: {e}")),
+    }
+}
+
 impl Exporter for NodeExporter {
     fn new(config: &str) -> Result<Self, String> {
         let config: Config = serde_json::from_str(config).map_err(|e| format!("config: {e}"))?;
         for c in &config.collectors {
             if !matches!(
                 c.as_str(),
-                "meminfo" | "loadavg" | "stat" | "netdev" | "diskstats"
+                "meminfo" | "loadavg" | "stat" | "netdev" | "diskstats" | "filesystem"
             ) {
                 return Err(format!(
-                    "config: unknown collector {c:?} (known: meminfo, loadavg, stat, netdev, diskstats)"
+                    "config: unknown collector {c:?} (known: meminfo, loadavg, stat, netdev, diskstats, filesystem)"
                 ));
             }
         }
@@ -452,7 +641,8 @@ impl Exporter for NodeExporter {
     fn describe() -> PluginInfo {
         let mut info = PluginInfo::new("node-exporter", env!("CARGO_PKG_VERSION"));
         info.description =
-            "node_exporter's meminfo, loadavg, stat, netdev and diskstats collectors".into();
+            "node_exporter's meminfo, loadavg, stat, netdev, diskstats and filesystem collectors"
+                .into();
         info.wants_directories = vec!["/proc".into()];
         info
     }
@@ -470,6 +660,11 @@ impl Exporter for NodeExporter {
                     &read(&format!("{proc_path}/net/dev"))?,
                     &self.config.netdev_exclude,
                 )?,
+                "filesystem" => filesystem(
+                    &mount_table(proc_path)?,
+                    &self.config,
+                    ember_plugin_sdk::filesystem::stat,
+                )?,
                 _ => Vec::new(),
             };
             out.extend(families);
@@ -482,6 +677,34 @@ ember_plugin_sdk::export_exporter!(NodeExporter);
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mount_point_exclusions() {
+        let exclude = super::default_mount_points_exclude();
+        for excluded in [
+            "/dev",
+            "/dev/shm",
+            "/proc",
+            "/run/user/0",
+            "/var/lib/docker/x",
+        ] {
+            assert!(
+                super::mount_point_excluded(excluded, &exclude),
+                "{excluded}"
+            );
+        }
+        for kept in ["/", "/boot", "/devices", "/var/lib/docker", "/home"] {
+            assert!(!super::mount_point_excluded(kept, &exclude), "{kept}");
+        }
+    }
+
+    #[test]
+    fn mounts_are_decoded_like_node_exporter() {
+        let mounts = super::mounts("/dev/sda1 /mnt/a\\040b ext4 ro,relatime 0 0\n").unwrap();
+        assert_eq!(mounts[0].mount_point, "/mnt/a b");
+        assert!(mounts[0].read_only);
+        assert!(super::mounts("broken line\n").is_err());
+    }
+
     #[test]
     fn node_exporter_default_disk_exclusions() {
         for ignored in [

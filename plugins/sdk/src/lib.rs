@@ -108,6 +108,19 @@ pub mod log {
     }
 }
 
+/// Space and inode counts of mounted filesystems (exporters only; needs
+/// Ember with `ember:plugin@0.1.1`). The operator grants mount points with
+/// `stat_filesystems` (or `read_only_dirs`) in the plugin's config.
+#[cfg(feature = "exporter")]
+pub mod filesystem {
+    pub use super::world::ember::plugin::filesystem_stats::FsStats;
+
+    /// `statfs` of the filesystem mounted at `mount_point`.
+    pub fn stat(mount_point: &str) -> Result<FsStats, String> {
+        super::world::ember::plugin::filesystem_stats::stat(mount_point)
+    }
+}
+
 /// Outgoing HTTP through the host (only to hosts on the plugin's allow-list).
 pub mod http {
     use super::world::ember::plugin::http::send as host_send;

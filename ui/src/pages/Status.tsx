@@ -3,9 +3,9 @@
 // loaded configuration (/config).
 import { useState } from 'preact/hooks';
 import { path } from '../api';
-import { Empty, Filter, Loader, useApi } from '../components';
+import { Empty, Filter, Health, Loader, useApi } from '../components';
 import { onLinkClick } from '../router';
-import { formatTime } from '../util';
+import { ago, formatSeconds, formatTime } from '../util';
 
 export type StatusSection = 'runtime' | 'tsdb' | 'flags' | 'config';
 
@@ -132,14 +132,89 @@ function Runtime() {
           )}
         </Loader>
       </section>
-      <section class="card" data-testid="plugins">
-        <h2>Plugins</h2>
-        <Empty title="No plugin API yet">
-          This build of Ember does not load WebAssembly plugins. Once it does, each plugin is listed here with its world,
-          version, health, last error and call metrics.
-        </Empty>
-      </section>
+      <Plugins />
     </div>
+  );
+}
+
+interface PluginStatus {
+  name: string;
+  file: string;
+  version: string;
+  world: string | null;
+  description: string;
+  health: string;
+  lastError: string | null;
+  lastErrorReason: string | null;
+  lastCall: string | null;
+  loadError: string | null;
+  calls: number;
+  errors: number;
+  meanCallSeconds: number | null;
+}
+
+/** The WebAssembly plugins in the plugin directory, from /api/v1/status/plugins. */
+function Plugins() {
+  const st = useApi<PluginStatus[]>('status/plugins');
+  return (
+    <section class="card wide" data-testid="plugins">
+      <h2>Plugins</h2>
+      <Loader state={st}>
+        {(list) =>
+          list.length === 0 ? (
+            <Empty title="No plugins loaded">
+              Drop a <code>.wasm</code> plugin into the plugin directory (<code>--plugins.dir</code>) and reload the
+              configuration; it is listed here with its world, version, health and calls.
+            </Empty>
+          ) : (
+            <div class="table-wrap">
+              <table class="data" data-testid="plugin-table">
+                <thead>
+                  <tr>
+                    <th>Plugin</th>
+                    <th>World</th>
+                    <th>Version</th>
+                    <th>Health</th>
+                    <th class="num">Calls</th>
+                    <th class="num">Errors</th>
+                    <th class="num">Mean call</th>
+                    <th>Last call</th>
+                    <th>Last error</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {list.map((p) => (
+                    <tr data-testid="plugin" data-plugin={p.name} data-health={p.health}>
+                      <th scope="row" title={p.file}>
+                        {p.name}
+                        {p.description && <div class="muted small">{p.description}</div>}
+                      </th>
+                      <td>{p.world ?? '–'}</td>
+                      <td>{p.version || '–'}</td>
+                      <td>
+                        <Health health={p.health} />
+                      </td>
+                      <td class="num">{p.calls}</td>
+                      <td class="num">{p.errors}</td>
+                      <td class="num">{p.meanCallSeconds === null ? '–' : formatSeconds(p.meanCallSeconds)}</td>
+                      <td>{p.lastCall ? ago(p.lastCall) : 'never'}</td>
+                      <td class="error-text" data-testid="plugin-error">
+                        {p.lastError && (
+                          <>
+                            {p.lastErrorReason && <code>{p.lastErrorReason}</code>} {p.lastError}
+                          </>
+                        )}
+                        {p.loadError && <div>Newer file does not load: {p.loadError}</div>}
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )
+        }
+      </Loader>
+    </section>
   );
 }
 

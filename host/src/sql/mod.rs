@@ -8,6 +8,8 @@
 //! ([`pgwire`]) both run queries through [`SqlEngine`].
 
 pub mod format;
+pub mod pg_catalog;
+pub mod pg_compat;
 pub mod pgwire;
 pub mod promql_fn;
 pub mod pushdown;
@@ -240,12 +242,12 @@ impl SqlEngine {
         let catalog = ctx
             .catalog("ember")
             .ok_or_else(|| SqlError::Internal("default catalog missing".into()))?;
+        let public: Arc<dyn datafusion::catalog::SchemaProvider> =
+            Arc::new(tables::EmberSchema::new(self.storage.clone()));
         catalog
-            .register_schema(
-                "public",
-                Arc::new(tables::EmberSchema::new(self.storage.clone())),
-            )
+            .register_schema("public", public.clone())
             .map_err(|e| SqlError::Internal(e.to_string()))?;
+        pg_catalog::register(&ctx, public).map_err(|e| SqlError::Internal(e.to_string()))?;
         promql_fn::register(&ctx, self.promql.clone());
         Ok(ctx)
     }
@@ -272,11 +274,12 @@ impl SqlEngine {
                 position: None,
             });
         }
-        let statement = statements.pop_front().ok_or_else(|| SqlError::BadQuery {
+        let mut statement = statements.pop_front().ok_or_else(|| SqlError::BadQuery {
             message: "empty statement".into(),
             position: None,
         })?;
         check_statement(&statement)?;
+        rewrite_for_postgres_clients(&mut statement);
         let plan = state
             .statement_to_plan(statement)
             .await
@@ -305,8 +308,11 @@ impl SqlEngine {
             &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
         )
         .map_err(SqlError::planning)?;
-        if statements.len() <= 1 {
-            return Ok(vec![sql.to_owned()]);
+        match statements.len() {
+            // Only comments (pgx pings with `-- ping`): an empty query.
+            0 => return Ok(Vec::new()),
+            1 => return Ok(vec![sql.to_owned()]),
+            _ => {}
         }
         Ok(statements.iter().map(|s| s.to_string()).collect())
     }
@@ -387,6 +393,40 @@ fn check_statement(statement: &DfStatement) -> Result<(), SqlError> {
             "the SQL endpoint is read-only: {what} is not allowed (only SELECT, EXPLAIN and SHOW)"
         ))),
         None => Ok(()),
+    }
+}
+
+/// PostgreSQL syntax in client catalog queries ([`pg_compat`]), and
+/// `SHOW` of a PostgreSQL setting as a one-row query.
+fn rewrite_for_postgres_clients(statement: &mut DfStatement) {
+    use datafusion::sql::sqlparser::ast::Statement as S;
+    match statement {
+        DfStatement::Statement(s) => {
+            if let S::ShowVariable { variable } = s.as_ref() {
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                if let Some(value) = pg_catalog::setting(&name) {
+                    let sql = format!(
+                        "SELECT '{}' AS \"{}\"",
+                        value.replace('\'', "''"),
+                        name.to_ascii_lowercase().replace('"', "")
+                    );
+                    if let Ok(mut parsed) = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                        &sql,
+                    ) && let Some(query) = parsed.pop()
+                    {
+                        **s = query;
+                    }
+                }
+            }
+            pg_compat::rewrite(s.as_mut())
+        }
+        DfStatement::Explain(e) => rewrite_for_postgres_clients(&mut e.statement),
+        _ => {}
     }
 }
 

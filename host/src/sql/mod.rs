@@ -15,7 +15,7 @@ pub mod promql_fn;
 pub mod pushdown;
 pub mod tables;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
@@ -115,6 +115,8 @@ impl SqlError {
     /// The PostgreSQL SQLSTATE for this error.
     pub fn sqlstate(&self) -> &'static str {
         match self {
+            SqlError::BadQuery { message, .. } if message.contains("No field named") => "42703",
+            SqlError::BadQuery { message, .. } if message.contains("Invalid function") => "42883",
             SqlError::BadQuery { message, .. } if message.contains("not found") => "42P01",
             SqlError::BadQuery { .. } => "42601",
             SqlError::ReadOnly(_) => "25006",
@@ -324,9 +326,19 @@ impl SqlEngine {
         params: Option<Vec<ScalarValue>>,
     ) -> Result<SqlOutput, SqlError> {
         let timeout = self.options.timeout;
-        match tokio::time::timeout(timeout, self.query_unbounded(sql, params)).await {
-            Ok(r) => r,
-            Err(_) => Err(SqlError::Timeout(format_duration(timeout))),
+        let engine = self.clone();
+        let sql = sql.to_owned();
+        let mut task =
+            sql_runtime()?.spawn(async move { engine.query_unbounded(&sql, params).await });
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(SqlError::Internal(format!("SQL query task failed: {e}"))),
+            Err(_) => {
+                // Dropping the query's future drops its DataFusion streams,
+                // which stops their operators and spawned tasks.
+                task.abort();
+                Err(SqlError::Timeout(format_duration(timeout)))
+            }
         }
     }
 
@@ -365,6 +377,33 @@ impl SqlEngine {
         let plan = self.plan(&ctx, sql, None).await?;
         let params = param_types(&plan)?;
         Ok((Arc::new(plan.schema().as_arrow().clone()), params))
+    }
+}
+
+/// The runtime SQL queries execute on: threads of their own at a lower OS
+/// priority (nice 10), so a runaway query competes with scraping,
+/// ingestion and the HTTP API only for spare CPU instead of occupying the
+/// main runtime's workers. Process-wide and never dropped.
+fn sql_runtime() -> Result<&'static tokio::runtime::Handle, SqlError> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("ember-sql")
+            .enable_all()
+            .on_thread_start(|| {
+                // On Linux the nice value is per thread; who = 0 is the
+                // calling thread. Failure only leaves the default priority.
+                // SAFETY: setpriority has no memory-safety preconditions.
+                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            })
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    match rt {
+        Ok(rt) => Ok(rt.handle()),
+        Err(e) => Err(SqlError::Internal(format!(
+            "cannot start the SQL runtime: {e}"
+        ))),
     }
 }
 

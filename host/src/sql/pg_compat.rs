@@ -10,9 +10,9 @@
 //! - Casts to catalog types: `'name'::regclass` becomes the table's oid,
 //!   `x::regtype` becomes `format_type(x, NULL)`, `::oid`, `::regproc` &
 //!   co. are dropped, `::pg_catalog.text`, `::name` and `::"char"` are text.
-//! - A function in `FROM` with an alias (`generate_series(a, b) AS i`,
-//!   `string_to_array(s, ',') s`) is a one-column derived table named by
-//!   the alias, as in PostgreSQL, so `s[i]` works.
+//! - A function in `FROM` with an alias (`generate_series(a, b) AS i` with
+//!   computed bounds, `string_to_array(s, ',') s`) is a one-column derived
+//!   table named by the alias, as in PostgreSQL, so `s[i]` works.
 //! - `array_upper(a, 1)` is `array_length(a, 1)`.
 //! - A scalar subquery over a catalog Ember keeps empty (`pg_attrdef`,
 //!   `pg_collation`, …) is NULL, `EXISTS` over one is false, and
@@ -24,9 +24,9 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Expr, FunctionArguments, GroupByExpr, Ident, ObjectName,
-    ObjectNamePart, Query, Select, SelectItem, SetExpr, TableFactor, Value, VisitMut, VisitorMut,
-    visit_expressions,
+    BinaryOperator, CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    GroupByExpr, Ident, ObjectName, ObjectNamePart, OrderByKind, Query, Select, SelectItem,
+    SetExpr, TableFactor, Value, VisitMut, VisitorMut, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -60,6 +60,9 @@ impl VisitorMut for Rewriter {
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
         blank_selects_over_empty_catalogs(query.body.as_mut());
         name_repeated_columns(query.body.as_mut());
+        if let Some(sorted) = sort_outside(query) {
+            *query = sorted;
+        }
         ControlFlow::Continue(())
     }
 
@@ -134,6 +137,17 @@ fn rewrite_expr(expr: &mut Expr) -> Option<Expr> {
             None
         }
         Expr::Collate { expr: inner, .. } => Some((**inner).clone()),
+        Expr::Case { conditions, .. } => {
+            for when in conditions {
+                let _ = visit_expressions_mut(&mut when.condition, |e| {
+                    if let Some(new) = in_subquery_as_array(e) {
+                        *e = new;
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
+            }
+            None
+        }
         Expr::Cast {
             expr: inner,
             data_type,
@@ -146,6 +160,25 @@ fn rewrite_expr(expr: &mut Expr) -> Option<Expr> {
         }
         _ => None,
     }
+}
+
+/// `x [NOT] IN (subquery)` inside `CASE` as `[NOT] array_has((SELECT
+/// array_agg(v) FROM (subquery)), x)`: DataFusion plans an uncorrelated
+/// scalar subquery anywhere, but `IN (subquery)` only at the top of a
+/// filter or projection (Grafana's table list has it in a `CASE`).
+fn in_subquery_as_array(expr: &Expr) -> Option<Expr> {
+    let Expr::InSubquery {
+        expr,
+        subquery,
+        negated,
+    } = expr
+    else {
+        return None;
+    };
+    let not = if *negated { "NOT " } else { "" };
+    parse_expr(&format!(
+        "{not}array_has((SELECT array_agg(__ember_in.v) FROM ({subquery}) AS __ember_in(v)), {expr})"
+    ))
 }
 
 /// `OPERATOR(pg_catalog.op)` as the plain operator.
@@ -253,6 +286,81 @@ fn blank_selects_over_empty_catalogs(body: &mut SetExpr) {
     }
 }
 
+/// DataFusion cannot sort by an expression holding a subquery (Grafana's
+/// table list sorts by `CASE WHEN schema IN (SELECT …)`), but computes one
+/// in a projection: `SELECT a, b FROM t ORDER BY <sub>, 1` becomes
+/// `SELECT c1 AS a, c2 AS b FROM (SELECT a AS c1, b AS c2, <sub> AS o1
+/// FROM t) ORDER BY o1, c1`.
+fn sort_outside(query: &Query) -> Option<Query> {
+    let order_by = query.order_by.as_ref()?;
+    let OrderByKind::Expressions(items) = &order_by.kind else {
+        return None;
+    };
+    if query.with.is_some() || !items.iter().any(|o| has_subquery(&o.expr)) {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    if select.distinct.is_some() {
+        return None;
+    }
+    let mut inner = select.as_ref().clone();
+    let mut outer = Vec::new();
+    let mut inner_names = Vec::new();
+    for (i, item) in inner.projection.iter_mut().enumerate() {
+        let inner_name = Ident::with_quote('"', format!("__ember_col_{}", i + 1));
+        let (expr, output) = match item {
+            SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), alias.clone()),
+            SelectItem::UnnamedExpr(e) => (e.clone(), Ident::with_quote('"', e.to_string())),
+            _ => return None,
+        };
+        outer.push(format!("{inner_name} AS {output}"));
+        inner_names.push((inner_name.clone(), output));
+        *item = SelectItem::ExprWithAlias {
+            expr,
+            alias: inner_name,
+        };
+    }
+    let mut order = Vec::new();
+    for (k, o) in items.iter().enumerate() {
+        let mut o = o.clone();
+        if has_subquery(&o.expr) {
+            let name = Ident::with_quote('"', format!("__ember_order_{}", k + 1));
+            inner.projection.push(SelectItem::ExprWithAlias {
+                expr: o.expr.clone(),
+                alias: name.clone(),
+            });
+            o.expr = Expr::Identifier(name);
+        } else if let Expr::Value(v) = &o.expr
+            && let Value::Number(n, _) = &v.value
+        {
+            let (inner_name, _) = inner_names.get(n.parse::<usize>().ok()?.checked_sub(1)?)?;
+            o.expr = Expr::Identifier(inner_name.clone());
+        } else if let Expr::Identifier(id) = &o.expr
+            && let Some((inner_name, _)) = inner_names.iter().find(|(_, out)| out.value == id.value)
+        {
+            o.expr = Expr::Identifier(inner_name.clone());
+        }
+        order.push(o.to_string());
+    }
+    let limit = query
+        .limit_clause
+        .as_ref()
+        .map(|l| l.to_string())
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT {} FROM ({inner}) AS __ember_sorted ORDER BY {}{limit}",
+        outer.join(", "),
+        order.join(", ")
+    );
+    let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, &sql).ok()?;
+    match parsed.pop()? {
+        datafusion::sql::sqlparser::ast::Statement::Query(q) => Some(*q),
+        _ => None,
+    }
+}
+
 /// PostgreSQL allows `SELECT NULL, NULL`; DataFusion wants distinct
 /// names, so a repeated unnamed expression gets an alias with a suffix.
 fn name_repeated_columns(body: &mut SetExpr) {
@@ -324,6 +432,18 @@ fn function_in_from(factor: &TableFactor) -> Option<TableFactor> {
         return None;
     };
     let function = catalog_name(name)?;
+    // With constant bounds DataFusion's own generate_series streams its
+    // rows (column `value`); only computed bounds need the rewrite.
+    if function == "generate_series"
+        && args.args.iter().all(|a| {
+            matches!(
+                a,
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(_)))
+            )
+        })
+    {
+        return None;
+    }
     let column = alias
         .columns
         .first()
@@ -364,15 +484,28 @@ mod tests {
             rewritten(
                 "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid)"
             ),
-            "SELECT c.oid FROM pg_catalog.pg_class AS c WHERE c.relname ~ '^(t)$' AND pg_table_is_visible(c.oid)"
+            "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relname ~ '^(t)$' AND pg_table_is_visible(c.oid)"
         );
     }
 
     #[test]
     fn functions_in_from_become_derived_tables() {
         assert_eq!(
-            rewritten("SELECT s[i] FROM generate_series(1, 2) AS i, string_to_array('a,b', ',') s"),
-            "SELECT s[i] FROM (SELECT unnest(generate_series(1, 2)) AS i) AS i, (SELECT string_to_array('a,b', ',') AS s) AS s"
+            rewritten(
+                "SELECT s[i] FROM generate_series(1, array_length(s, 1)) AS i, string_to_array('a,b', ',') s"
+            ),
+            "SELECT s[i] FROM (SELECT unnest(generate_series(1, array_length(s, 1))) AS i) AS i, (SELECT string_to_array('a,b', ',') AS s) AS s"
+        );
+        assert_eq!(
+            rewritten(
+                "SELECT a AS x, b FROM t ORDER BY CASE WHEN a IN (SELECT 1) THEN 0 END, 2 LIMIT 5"
+            ),
+            "SELECT \"__ember_col_1\" AS x, \"__ember_col_2\" AS \"b\" FROM (SELECT a AS \"__ember_col_1\", b AS \"__ember_col_2\", CASE WHEN array_has((SELECT array_agg(__ember_in.v) FROM (SELECT 1) AS __ember_in (v)), a) THEN 0 END AS \"__ember_order_1\" FROM t) AS __ember_sorted ORDER BY \"__ember_order_1\", \"__ember_col_2\" LIMIT 5"
+        );
+        // Constant bounds: DataFusion's streaming table function.
+        assert_eq!(
+            rewritten("SELECT g.value FROM generate_series(1, 10) g"),
+            "SELECT g.value FROM generate_series(1, 10) g"
         );
     }
 
@@ -383,7 +516,7 @@ mod tests {
                 "SELECT (SELECT d.adbin FROM pg_attrdef d WHERE d.adrelid = a.attrelid), x::regtype, 'temperature'::regclass FROM pg_attribute a"
             ),
             format!(
-                "SELECT NULL, format_type(x, NULL), {} FROM pg_catalog.pg_attribute AS a",
+                "SELECT NULL, format_type(x, NULL), {} FROM pg_catalog.pg_attribute a",
                 super::pg_catalog::table_oid("temperature")
             )
         );

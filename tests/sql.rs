@@ -131,10 +131,10 @@ fn http_json_csv_and_arrow() {
     assert_eq!(
         described,
         [
-            "instance Utf8",
-            "job Utf8",
-            "timestamp Timestamp(ms, \"UTC\")",
-            "value Float64"
+            "instance text",
+            "job text",
+            "timestamp timestamp with time zone",
+            "value double precision"
         ]
     );
 
@@ -817,13 +817,17 @@ print(json.dumps(out))
     let tables = serde_json::json!([["samples"], ["series"], ["temperature"]]);
     assert_eq!(got["tables"], tables);
     assert_eq!(got["tables_in_public"], tables);
-    let columns: Vec<&str> = got["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c[0].as_str().unwrap())
-        .collect();
-    assert_eq!(columns, ["instance", "job", "timestamp", "value"]);
+    // PostgreSQL type names: Grafana offers time macros for the timestamp
+    // column and number operators for value by these.
+    assert_eq!(
+        got["columns"],
+        serde_json::json!([
+            ["instance", "text"],
+            ["job", "text"],
+            ["timestamp", "timestamp with time zone"],
+            ["value", "double precision"]
+        ])
+    );
     // float8, text, float8; then timestamptz, float8.
     assert_eq!(got["timeseries_types"], serde_json::json!([701, 25, 701]));
     assert_eq!(got["raw_types"], serde_json::json!([1184, 701]));

@@ -107,6 +107,27 @@ fn type_oid(t: &DataType) -> i32 {
     }
 }
 
+/// The PostgreSQL name of an Arrow type from its display text (what
+/// DataFusion's `information_schema.columns` has in `data_type`).
+fn pg_type_name(arrow: &str) -> &'static str {
+    let head = arrow.split('(').next().unwrap_or(arrow);
+    match head {
+        "Boolean" => "boolean",
+        "Int8" | "Int16" | "UInt8" => "smallint",
+        "Int32" | "UInt16" => "integer",
+        "Int64" | "UInt32" | "UInt64" => "bigint",
+        "Float16" | "Float32" => "real",
+        "Float64" => "double precision",
+        "Date32" | "Date64" => "date",
+        "Timestamp" if arrow.contains(',') => "timestamp with time zone",
+        "Timestamp" => "timestamp without time zone",
+        "Map" | "Struct" => "json",
+        "List" | "LargeList" | "FixedSizeList" => "ARRAY",
+        "Decimal128" | "Decimal256" => "numeric",
+        _ => "text",
+    }
+}
+
 /// A stable oid for a table of `public`, from its name (FNV-1a).
 pub fn table_oid(name: &str) -> i32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -796,6 +817,10 @@ enum Func {
     Zero,
     /// `pg_size_pretty(bytes)`.
     SizePretty,
+    /// `pg_type_name(arrow_type_text)`: the PostgreSQL name of an Arrow
+    /// type as `information_schema.columns` prints it (Ember's own, for
+    /// `pg_compat`).
+    PgTypeName,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -806,7 +831,7 @@ struct PgFunction {
 }
 
 impl PgFunction {
-    fn new(name: &'static str, func: Func) -> ScalarUDF {
+    fn udf(name: &'static str, func: Func) -> ScalarUDF {
         ScalarUDF::new_from_impl(PgFunction {
             name,
             func,
@@ -867,6 +892,11 @@ impl ScalarUDFImpl for PgFunction {
             Func::Null => scalar(ScalarValue::Utf8(None)),
             Func::BackendPid => scalar(ScalarValue::Int32(Some(std::process::id() as i32))),
             Func::Zero => scalar(ScalarValue::Int64(Some(0))),
+            Func::PgTypeName => {
+                let names = text_arg(&arrays, 0, rows)?;
+                let out: StringArray = names.iter().map(|n| n.map(pg_type_name)).collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
             Func::SizePretty => {
                 let sizes = int64_arg(&arrays, 0, rows)?;
                 let out: StringArray = sizes.iter().map(|b| b.map(size_pretty)).collect();
@@ -1076,8 +1106,9 @@ pub fn register(ctx: &SessionContext, public: Arc<dyn SchemaProvider>) -> DfResu
         ("pg_indexes_size", Func::Zero),
         ("pg_database_size", Func::Zero),
         ("pg_size_pretty", Func::SizePretty),
+        ("pg_type_name", Func::PgTypeName),
     ] {
-        ctx.register_udf(PgFunction::new(name, func));
+        ctx.register_udf(PgFunction::udf(name, func));
     }
     Ok(())
 }
@@ -1094,6 +1125,13 @@ mod tests {
         assert_eq!(parse_ident("public.Temp"), ["public", "temp"]);
         assert_eq!(parse_ident("\"My.Schema\".x"), ["My.Schema", "x"]);
         assert_eq!(size_pretty(0), "0 bytes");
+        assert_eq!(
+            pg_type_name("Timestamp(ms, \"UTC\")"),
+            "timestamp with time zone"
+        );
+        assert_eq!(pg_type_name("Timestamp(ms)"), "timestamp without time zone");
+        assert_eq!(pg_type_name("Float64"), "double precision");
+        assert_eq!(pg_type_name("Utf8"), "text");
         assert_eq!(size_pretty(20_000), "20 kB");
         assert_eq!(size_pretty(50 << 20), "50 MB");
     }

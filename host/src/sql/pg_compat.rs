@@ -14,6 +14,11 @@
 //!   computed bounds, `string_to_array(s, ',') s`) is a one-column derived
 //!   table named by the alias, as in PostgreSQL, so `s[i]` works.
 //! - `array_upper(a, 1)` is `array_length(a, 1)`.
+//! - `information_schema.columns` gives PostgreSQL type names.
+//! - `ORDER BY` over a subquery is sorted outside an inner projection, and
+//!   `x IN (subquery)` inside `CASE` is an `array_has` over a scalar
+//!   subquery (Grafana's search_path-aware table list).
+//! - A repeated unnamed column (`SELECT NULL, NULL`) gets a suffix.
 //! - A scalar subquery over a catalog Ember keeps empty (`pg_attrdef`,
 //!   `pg_collation`, …) is NULL, `EXISTS` over one is false, and
 //!   `ARRAY(subquery)` is an empty array: DataFusion cannot plan the
@@ -67,7 +72,7 @@ impl VisitorMut for Rewriter {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-        if let Some(derived) = function_in_from(factor) {
+        if let Some(derived) = function_in_from(factor).or_else(|| columns_with_pg_types(factor)) {
             *factor = derived;
         }
         ControlFlow::Continue(())
@@ -416,6 +421,46 @@ fn joins_empty_catalog(select: &Select) -> bool {
             _ => false,
         })
     })
+}
+
+/// `information_schema.columns` with PostgreSQL type names in `data_type`
+/// (`text`, `double precision`, `timestamp with time zone`) instead of
+/// DataFusion's Arrow names, as Grafana's column picker and BI tools map
+/// types by those names. The inner reference is quoted, which this rewrite
+/// leaves alone.
+fn columns_with_pg_types(factor: &TableFactor) -> Option<TableFactor> {
+    let TableFactor::Table {
+        name,
+        args: None,
+        alias,
+        ..
+    } = factor
+    else {
+        return None;
+    };
+    let [schema, table] = name.0.as_slice() else {
+        return None;
+    };
+    let (schema, table) = (schema.as_ident()?, table.as_ident()?);
+    if !schema.value.eq_ignore_ascii_case("information_schema")
+        || table.value != "columns"
+        || table.quote_style.is_some()
+    {
+        return None;
+    }
+    let alias = alias
+        .as_ref()
+        .map_or_else(|| "columns".to_owned(), |a| a.to_string());
+    // `* REPLACE` keeps every column in place; only the generic dialect
+    // parses it, and DataFusion plans it whatever the dialect.
+    let sql = format!(
+        "(SELECT * REPLACE (pg_type_name(data_type) AS data_type) FROM information_schema.\"columns\") AS {alias}"
+    );
+    Parser::new(&datafusion::sql::sqlparser::dialect::GenericDialect {})
+        .try_with_sql(&sql)
+        .ok()?
+        .parse_table_factor()
+        .ok()
 }
 
 /// `f(args) AS a` in `FROM`, for a scalar or set-returning function that

@@ -169,8 +169,7 @@ pub fn setting(name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// The catalog tables: name and whether Ember fills it (the others are
-/// always empty).
+/// The catalog tables (those in [`always_empty`] have no rows).
 const TABLES: &[&str] = &[
     "pg_am",
     "pg_attrdef",

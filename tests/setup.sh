@@ -45,6 +45,8 @@ if [ "$purpose" = test ]; then
   command -v prometheus-node-exporter >/dev/null 2>&1 || apt_packages+=(prometheus-node-exporter)
   # The UI's browser tests drive Debian's Chromium with playwright-core.
   [ -x /usr/bin/chromium ] || apt_packages+=(chromium)
+  # psql is the real client of the SQL listener's tests (catalog, TLS).
+  command -v psql >/dev/null 2>&1 || apt_packages+=(postgresql-client)
 fi
 # The web UI is built with Node.js (npm); the binary embeds ui/dist.
 command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)

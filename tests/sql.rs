@@ -131,10 +131,10 @@ fn http_json_csv_and_arrow() {
     assert_eq!(
         described,
         [
-            "instance Utf8",
-            "job Utf8",
-            "timestamp Timestamp(ms, \"UTC\")",
-            "value Float64"
+            "instance text",
+            "job text",
+            "timestamp timestamp with time zone",
+            "value double precision"
         ]
     );
 
@@ -357,14 +357,80 @@ fn psql_lists_tables_and_aggregates() {
         "2024-01-01 00:59:45.000000+00\n6\n"
     );
 
-    // Errors come back as PostgreSQL errors.
-    let out = psql(port, "anyone", None, "DELETE FROM temperature");
+    // Errors come back as PostgreSQL errors: writes, COPY, SET of
+    // DataFusion's options, reading files.
+    for q in [
+        "DELETE FROM temperature",
+        "COPY (SELECT 1) TO '/tmp/ember-sql-test.csv'",
+        "SET datafusion.execution.batch_size = 1",
+        "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '/etc/passwd'",
+    ] {
+        let out = psql(port, "anyone", None, q);
+        assert!(!out.status.success(), "{q}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("read-only"),
+            "{q}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/ember-sql-test.csv").exists());
+    // A syntax error, with psql pointing at the position.
+    let out = psql(
+        port,
+        "anyone",
+        None,
+        "SELECT job\nFROM temperature GROUP job",
+    );
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LINE 2: FROM temperature GROUP job"), "{err}");
+
+    // psql's own parameters (-v, interpolated as quoted literals).
+    let mut child = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "anyone",
+            "-d",
+            "ember",
+        ])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-w",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "job=db",
+        ])
+        .args(["-v", "from=2024-01-01T00:30:00Z", "-f", "-"])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        // psql interpolates variables in scripts, not in -c.
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(
+                b"SELECT count(*) FROM temperature WHERE job = :'job' AND timestamp >= :'from';\n",
+            )
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("read-only"),
+        out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "240\n");
 }
 
 #[test]
@@ -433,6 +499,20 @@ with psycopg.connect(host="127.0.0.1", port={port}, user="ember", dbname="ember"
             cur.execute("SELECT nope FROM temperature")
         except psycopg.Error as e:
             out.append(["error", e.sqlstate])
+        conn.rollback()
+        try:
+            cur.execute("SELECT job\nFROM temperature GROUP job")
+        except psycopg.Error as e:
+            out.append(["syntax", e.sqlstate, e.diag.statement_position])
+        conn.rollback()
+        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", ("public",))
+        out.append([r[0] for r in cur.fetchall()])
+        cur.execute(
+            "SELECT instance, count(*), avg(value) FROM temperature "
+            "WHERE job = %s AND timestamp BETWEEN %s AND %s GROUP BY instance ORDER BY instance",
+            ("web", "2024-01-01T00:00:00Z", "2024-01-01T00:14:45Z"),
+        )
+        out.append(cur.fetchall())
 print(json.dumps(out))
 "#
     );
@@ -456,6 +536,21 @@ print(json.dumps(out))
     assert_eq!(got[0][2].as_f64().unwrap(), sum);
     assert_eq!(got[0][3], "2024-01-01T00:59:45+00:00");
     assert_eq!(got[1][0], "error");
+    assert_eq!(got[1][1], "42703");
+    // 42601 at character 29 (line 2, column 18).
+    assert_eq!(got[2], serde_json::json!(["syntax", "42601", "29"]));
+    assert_eq!(
+        got[3],
+        serde_json::json!(["samples", "series", "temperature"])
+    );
+    // The first 15 minutes (steps 0..59) of each web instance.
+    let by_instance: Vec<Value> = (0..2)
+        .map(|i| {
+            let avg = (0..60).map(|step| value(2, i, step)).sum::<f64>() / 60.0;
+            serde_json::json!([format!("h{i}:9100"), 60, avg])
+        })
+        .collect();
+    assert_eq!(got[4], Value::Array(by_instance));
 }
 
 #[test]
@@ -565,4 +660,416 @@ print(json.dumps(rows))
          WHERE timestamp >= TIMESTAMP '2024-01-01T00:10:00Z' GROUP BY job ORDER BY job",
     );
     assert_eq!(v["data"]["rows"], duck, "ember vs duckdb");
+}
+
+/// Runs psql with one backslash command (or query) and returns stdout.
+fn psql_ok(port: u16, args: &[&str], command: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "ember"])
+        .args(["-d", "ember", "-X", "-w", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .args(["-c", command])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn psql_backslash_commands_describe_the_catalog() {
+    if !require_program("psql", "postgresql-client") {
+        return;
+    }
+    let (_setup, _ember, port) = start(&[]);
+    let a = ["-A", "-t"];
+    assert_eq!(
+        psql_ok(port, &a, "\\dt"),
+        "public|samples|table|ember\npublic|series|table|ember\npublic|temperature|table|ember\n"
+    );
+    assert_eq!(
+        psql_ok(port, &a, "\\d"),
+        "public|samples|table|ember\npublic|series|table|ember\npublic|temperature|table|ember\n"
+    );
+    // Columns with their PostgreSQL types and nullability.
+    let described = psql_ok(port, &[], "\\d temperature");
+    for line in [
+        "Table \"public.temperature\"",
+        " instance  | text                     |           |          | ",
+        " job       | text                     |           |          | ",
+        " timestamp | timestamp with time zone |           | not null | ",
+        " value     | double precision         |           | not null | ",
+    ] {
+        assert!(described.contains(line), "{line:?} not in\n{described}");
+    }
+    let described = psql_ok(port, &[], "\\d+ samples");
+    assert!(described.contains(" labels    | json"), "{described}");
+    let databases = psql_ok(port, &a, "\\l");
+    assert!(databases.starts_with("ember|ember|UTF8|"), "{databases}");
+    assert_eq!(psql_ok(port, &a, "\\dn"), "public|ember\n");
+    // The functions psql and drivers call.
+    assert_eq!(
+        psql_ok(
+            port,
+            &a,
+            "SELECT current_schema(), current_database(), current_user, \
+             pg_catalog.format_type(1184, NULL), version() LIKE 'PostgreSQL 16.0 (Ember %'"
+        ),
+        "public|ember|ember|timestamp with time zone|t\n"
+    );
+    assert_eq!(psql_ok(port, &a, "SHOW search_path"), "\"$user\", public\n");
+}
+
+#[test]
+fn grafana_postgres_datasource_queries() {
+    if !require_python_module("psycopg") {
+        return;
+    }
+    let (_setup, _ember, port) = start(&[]);
+    // The statements Grafana's PostgreSQL data source sends, in its shapes:
+    // the health check (pgx pings with a comment, older versions with
+    // SELECT 1), version and TimescaleDB detection, the query builder's
+    // table and column pickers (search_path-aware), and panel queries after
+    // macro expansion ($__timeGroupAlias, $__timeFilter, $__time), read in
+    // binary like pgx does.
+    let script = format!(
+        r#"
+import json, psycopg
+out = {{}}
+in_search_path = """quote_ident(table_schema) IN (
+      SELECT CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+      FROM generate_series(
+             array_lower(string_to_array(current_setting('search_path'), ','), 1),
+             array_upper(string_to_array(current_setting('search_path'), ','), 1)
+           ) AS i,
+           string_to_array(current_setting('search_path'), ',') s)"""
+with psycopg.connect(host="127.0.0.1", port={port}, user="grafana", dbname="ember",
+                     connect_timeout=10, autocommit=True) as conn:
+    out["ping"] = psycopg.pq.ExecStatus(conn.pgconn.exec_(b"-- ping").status).name
+    out["select1"] = conn.execute("SELECT 1").fetchall()
+    out["version"] = conn.execute(
+        "SELECT current_setting('server_version_num')::int/100 AS version").fetchall()
+    out["timescaledb"] = conn.execute(
+        "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchall()
+    out["schemas"] = conn.execute("""SELECT schema_name AS "name"
+      FROM information_schema.schemata
+      WHERE schema_name NOT IN ('information_schema', 'pg_catalog', 'pg_toast')
+      ORDER BY schema_name""").fetchall()
+    out["tables"] = conn.execute(f"""SELECT
+      CASE WHEN {{in_search_path}}
+        THEN quote_ident(table_name)
+        ELSE quote_ident(table_schema) || '.' || quote_ident(table_name)
+      END AS "table"
+      FROM information_schema.tables
+      WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog')
+      ORDER BY CASE WHEN {{in_search_path}} THEN 0 ELSE 1 END, 1""").fetchall()
+    out["tables_in_public"] = conn.execute("""SELECT quote_ident(table_name) AS "table"
+      FROM information_schema.tables
+      WHERE quote_ident(table_schema) = 'public'
+      ORDER BY 1""").fetchall()
+    out["columns"] = conn.execute(f"""SELECT quote_ident(column_name) AS "column", data_type AS "type"
+      FROM information_schema.columns
+      WHERE
+        CASE WHEN array_length(parse_ident('temperature'), 1) = 2
+          THEN quote_ident(table_schema) = (parse_ident('temperature'))[1]
+            AND quote_ident(table_name) = (parse_ident('temperature'))[2]
+          ELSE quote_ident(table_name) = 'temperature' AND {{in_search_path}}
+        END
+      ORDER BY 1""").fetchall()
+    cur = conn.cursor(binary=True)
+    cur.execute("""SELECT floor(extract(epoch from timestamp)/300)*300 AS "time",
+        job AS metric, avg(value) AS value
+      FROM temperature
+      WHERE timestamp BETWEEN '2024-01-01T00:00:00Z' AND '2024-01-01T01:00:00Z'
+      GROUP BY 1, 2 ORDER BY 1, 2""")
+    out["timeseries_types"] = [d.type_code for d in cur.description]
+    out["timeseries"] = cur.fetchall()
+    cur.execute("""SELECT timestamp AS "time", value
+      FROM temperature
+      WHERE timestamp BETWEEN '2024-01-01T00:10:00Z' AND '2024-01-01T00:10:30Z'
+        AND job = 'web' AND instance = 'h1:9100'
+      ORDER BY 1""")
+    out["raw_types"] = [d.type_code for d in cur.description]
+    out["raw"] = [[t.isoformat(), v] for t, v in cur.fetchall()]
+print(json.dumps(out))
+"#
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["ping"], "EMPTY_QUERY");
+    assert_eq!(got["select1"], serde_json::json!([[1]]));
+    assert_eq!(got["version"], serde_json::json!([[1600]]));
+    assert_eq!(got["timescaledb"], serde_json::json!([]));
+    assert_eq!(got["schemas"], serde_json::json!([["public"]]));
+    let tables = serde_json::json!([["samples"], ["series"], ["temperature"]]);
+    assert_eq!(got["tables"], tables);
+    assert_eq!(got["tables_in_public"], tables);
+    // PostgreSQL type names: Grafana offers time macros for the timestamp
+    // column and number operators for value by these.
+    assert_eq!(
+        got["columns"],
+        serde_json::json!([
+            ["instance", "text"],
+            ["job", "text"],
+            ["timestamp", "timestamp with time zone"],
+            ["value", "double precision"]
+        ])
+    );
+    // float8, text, float8; then timestamptz, float8.
+    assert_eq!(got["timeseries_types"], serde_json::json!([701, 25, 701]));
+    assert_eq!(got["raw_types"], serde_json::json!([1184, 701]));
+    let series = got["timeseries"].as_array().unwrap();
+    assert_eq!(series.len(), 12 * 3);
+    for row in series {
+        let bucket = (row[0].as_f64().unwrap() as i64 - T0) / 300;
+        let j = JOBS
+            .iter()
+            .position(|job| row[1] == *job)
+            .expect("a known job");
+        let steps = bucket * 20..(bucket + 1) * 20;
+        let values: Vec<f64> = steps
+            .flat_map(|step| (0..2).map(move |i| value(j, i, step)))
+            .collect();
+        let avg = values.iter().sum::<f64>() / values.len() as f64;
+        assert!((row[2].as_f64().unwrap() - avg).abs() < 1e-9, "{row}");
+    }
+    let raw: Vec<(String, f64)> = (40..=42)
+        .map(|step| (chrono_like(T0 + step * 15), value(2, 1, step)))
+        .collect();
+    let got_raw: Vec<(String, f64)> = got["raw"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_f64().unwrap()))
+        .collect();
+    assert_eq!(got_raw, raw);
+}
+
+/// `2024-01-01T00:10:00+00:00` for a Unix time within 2024-01-01.
+fn chrono_like(t: i64) -> String {
+    let s = t - T0;
+    format!(
+        "2024-01-01T{:02}:{:02}:{:02}+00:00",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+/// A CA and a server certificate for 127.0.0.1: (ca.pem, server.pem, server.key).
+fn make_certs(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Ember SQL test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    (
+        write("ca.pem", &ca_cert.pem()),
+        write("server.pem", &cert.pem()),
+        write("server.key", &key.serialize_pem()),
+    )
+}
+
+fn psql_conn(conninfo: &str, password: &str, command: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            conninfo,
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            command,
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn postgres_listener_tls_follows_the_web_config() {
+    if !require_program("psql", "postgresql-client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path());
+    let web = dir.path().join("web.yml");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  alice: {hash}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let web_flag = format!("--web.config.file={}", web.display());
+    let (_setup, _ember, port) = start_unready(&[&web_flag]);
+    let conninfo = |mode: &str| {
+        format!(
+            "host=127.0.0.1 port={port} user=alice dbname=ember sslmode={mode} sslrootcert={}",
+            ca.display()
+        )
+    };
+    // verify-full: the certificate is the web config's, valid for 127.0.0.1.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let out = loop {
+        let out = psql_conn(
+            &conninfo("verify-full"),
+            "s3cret",
+            "SELECT count(*) FROM temperature",
+        );
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1440\n");
+
+    let out = psql_conn(&conninfo("require"), "s3cret", "\\conninfo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(info.contains("SSL connection (protocol: TLSv1."), "{info}");
+
+    // Basic-auth users still apply over TLS.
+    let out = psql_conn(&conninfo("require"), "wrong", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("password authentication failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Plaintext is refused, with a reason.
+    let out = psql_conn(&conninfo("disable"), "s3cret", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("requires TLS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn runaway_queries_are_cancelled_without_hurting_ingestion() {
+    let (_setup, ember, _) = start(&[
+        "--query.timeout=3s",
+        "--sql.max-memory=2MB",
+        "--web.enable-remote-write-receiver",
+    ]);
+    // Over the memory limit: a join whose sorted result needs ~10 MB, and
+    // nothing may spill to disk.
+    let r = sql_get(
+        &ember,
+        "SELECT a.timestamp, b.timestamp FROM temperature a JOIN temperature b \
+         ON a.job = b.job ORDER BY 1, 2",
+        "",
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("memory limit"), "{}", r.body);
+
+    // A runaway query (1.4·10¹² rows, little memory) while samples keep
+    // arriving.
+    let url = ember.url(&format!(
+        "/api/v1/sql?query={}",
+        enc("SELECT sum(t.value + g.value) FROM temperature t CROSS JOIN generate_series(1, 1000000000) g")
+    ));
+    let started = std::time::Instant::now();
+    let runaway = std::thread::spawn(move || get(&url).unwrap());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut slowest = std::time::Duration::ZERO;
+    for i in 0..10 {
+        let t = std::time::Instant::now();
+        write_series(
+            &ember,
+            &[(
+                &[("__name__", "during_runaway"), ("job", "w")],
+                &[(now_ms + i * 100, i as f64)],
+            )],
+        );
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let r = runaway.join().unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status, 503, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["errorType"], "timeout", "{}", r.body);
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    assert!(
+        slowest < std::time::Duration::from_secs(2),
+        "remote write took {slowest:?}"
+    );
+    // Every sample written during the runaway query is there (PromQL runs
+    // on the main runtime), and the SQL endpoint answers again once the
+    // cancelled query's last batch is dropped.
+    let (status, v) = get_json(&ember.url(&format!(
+        "/api/v1/query?query={}&time={}",
+        enc("count_over_time(during_runaway[5m])"),
+        now_ms / 1000 + 2
+    )));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["result"][0]["value"][1], "10", "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = sql_get(
+            &ember,
+            "SELECT count(*), max(value) FROM during_runaway",
+            "",
+        );
+        if r.status == 200 {
+            let v: Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(v["data"]["rows"], serde_json::json!([[10, 9.0]]));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.body);
+    }
 }

@@ -333,18 +333,15 @@ async fn serve(
     ));
     info!(address = %flags.listen_address, route_prefix = %route_prefix, tls = security.as_ref().is_some_and(|s| s.1), "Listening");
     if let Some(listener) = sql_listener {
-        if security.as_ref().is_some_and(|s| s.1) {
-            warn!(
-                "The PostgreSQL listener does not speak TLS; web config TLS applies to HTTP only"
-            );
-        }
+        let tls = security.as_ref().is_some_and(|s| s.1);
         tokio::spawn(crate::sql::pgwire::serve(
             listener,
             control.clone(),
             security.as_ref().map(|s| s.0.clone()),
+            tls,
             control.shutdown.clone(),
         ));
-        info!(address = %flags.sql_listen_address, "Listening for PostgreSQL clients");
+        info!(address = %flags.sql_listen_address, tls, "Listening for PostgreSQL clients");
     }
 
     if let Some(listener) = push_listener {

@@ -8,12 +8,14 @@
 //! ([`pgwire`]) both run queries through [`SqlEngine`].
 
 pub mod format;
+pub mod pg_catalog;
+pub mod pg_compat;
 pub mod pgwire;
 pub mod promql_fn;
 pub mod pushdown;
 pub mod tables;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
@@ -113,6 +115,8 @@ impl SqlError {
     /// The PostgreSQL SQLSTATE for this error.
     pub fn sqlstate(&self) -> &'static str {
         match self {
+            SqlError::BadQuery { message, .. } if message.contains("No field named") => "42703",
+            SqlError::BadQuery { message, .. } if message.contains("Invalid function") => "42883",
             SqlError::BadQuery { message, .. } if message.contains("not found") => "42P01",
             SqlError::BadQuery { .. } => "42601",
             SqlError::ReadOnly(_) => "25006",
@@ -240,12 +244,12 @@ impl SqlEngine {
         let catalog = ctx
             .catalog("ember")
             .ok_or_else(|| SqlError::Internal("default catalog missing".into()))?;
+        let public: Arc<dyn datafusion::catalog::SchemaProvider> =
+            Arc::new(tables::EmberSchema::new(self.storage.clone()));
         catalog
-            .register_schema(
-                "public",
-                Arc::new(tables::EmberSchema::new(self.storage.clone())),
-            )
+            .register_schema("public", public.clone())
             .map_err(|e| SqlError::Internal(e.to_string()))?;
+        pg_catalog::register(&ctx, public).map_err(|e| SqlError::Internal(e.to_string()))?;
         promql_fn::register(&ctx, self.promql.clone());
         Ok(ctx)
     }
@@ -272,11 +276,12 @@ impl SqlEngine {
                 position: None,
             });
         }
-        let statement = statements.pop_front().ok_or_else(|| SqlError::BadQuery {
+        let mut statement = statements.pop_front().ok_or_else(|| SqlError::BadQuery {
             message: "empty statement".into(),
             position: None,
         })?;
         check_statement(&statement)?;
+        rewrite_for_postgres_clients(&mut statement);
         let plan = state
             .statement_to_plan(statement)
             .await
@@ -305,8 +310,11 @@ impl SqlEngine {
             &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
         )
         .map_err(SqlError::planning)?;
-        if statements.len() <= 1 {
-            return Ok(vec![sql.to_owned()]);
+        match statements.len() {
+            // Only comments (pgx pings with `-- ping`): an empty query.
+            0 => return Ok(Vec::new()),
+            1 => return Ok(vec![sql.to_owned()]),
+            _ => {}
         }
         Ok(statements.iter().map(|s| s.to_string()).collect())
     }
@@ -318,9 +326,19 @@ impl SqlEngine {
         params: Option<Vec<ScalarValue>>,
     ) -> Result<SqlOutput, SqlError> {
         let timeout = self.options.timeout;
-        match tokio::time::timeout(timeout, self.query_unbounded(sql, params)).await {
-            Ok(r) => r,
-            Err(_) => Err(SqlError::Timeout(format_duration(timeout))),
+        let engine = self.clone();
+        let sql = sql.to_owned();
+        let mut task =
+            sql_runtime()?.spawn(async move { engine.query_unbounded(&sql, params).await });
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(SqlError::Internal(format!("SQL query task failed: {e}"))),
+            Err(_) => {
+                // Dropping the query's future drops its DataFusion streams,
+                // which stops their operators and spawned tasks.
+                task.abort();
+                Err(SqlError::Timeout(format_duration(timeout)))
+            }
         }
     }
 
@@ -362,6 +380,33 @@ impl SqlEngine {
     }
 }
 
+/// The runtime SQL queries execute on: threads of their own at a lower OS
+/// priority (nice 10), so a runaway query competes with scraping,
+/// ingestion and the HTTP API only for spare CPU instead of occupying the
+/// main runtime's workers. Process-wide and never dropped.
+fn sql_runtime() -> Result<&'static tokio::runtime::Handle, SqlError> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("ember-sql")
+            .enable_all()
+            .on_thread_start(|| {
+                // On Linux the nice value is per thread; who = 0 is the
+                // calling thread. Failure only leaves the default priority.
+                // SAFETY: setpriority has no memory-safety preconditions.
+                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            })
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    match rt {
+        Ok(rt) => Ok(rt.handle()),
+        Err(e) => Err(SqlError::Internal(format!(
+            "cannot start the SQL runtime: {e}"
+        ))),
+    }
+}
+
 /// Refuses statements that must not run before planning them: DataFusion
 /// plans some (`CREATE EXTERNAL TABLE` infers a schema by reading files)
 /// while building the plan.
@@ -387,6 +432,40 @@ fn check_statement(statement: &DfStatement) -> Result<(), SqlError> {
             "the SQL endpoint is read-only: {what} is not allowed (only SELECT, EXPLAIN and SHOW)"
         ))),
         None => Ok(()),
+    }
+}
+
+/// PostgreSQL syntax in client catalog queries ([`pg_compat`]), and
+/// `SHOW` of a PostgreSQL setting as a one-row query.
+fn rewrite_for_postgres_clients(statement: &mut DfStatement) {
+    use datafusion::sql::sqlparser::ast::Statement as S;
+    match statement {
+        DfStatement::Statement(s) => {
+            if let S::ShowVariable { variable } = s.as_ref() {
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                if let Some(value) = pg_catalog::setting(&name) {
+                    let sql = format!(
+                        "SELECT '{}' AS \"{}\"",
+                        value.replace('\'', "''"),
+                        name.to_ascii_lowercase().replace('"', "")
+                    );
+                    if let Ok(mut parsed) = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                        &sql,
+                    ) && let Some(query) = parsed.pop()
+                    {
+                        **s = query;
+                    }
+                }
+            }
+            pg_compat::rewrite(s.as_mut())
+        }
+        DfStatement::Explain(e) => rewrite_for_postgres_clients(&mut e.statement),
+        _ => {}
     }
 }
 

@@ -5,6 +5,11 @@
 //! - Auth follows `--web.config.file`: with `basic_auth_users`, clients
 //!   log in with those users and passwords (cleartext password message,
 //!   checked against the bcrypt hashes); without, any user is let in.
+//! - TLS follows it too: with `tls_server_config`, clients must negotiate
+//!   TLS (`sslmode=require` and up, or PostgreSQL 17's direct TLS); a
+//!   plaintext startup gets an error. Certificates, client-certificate
+//!   checks and versions are the HTTP listener's, read again for every
+//!   connection.
 //! - Transactions are accepted and ignored (`BEGIN`, `COMMIT`, `ROLLBACK`;
 //!   psycopg opens one by default), as are `SET` of client session settings
 //!   (`SET datestyle`, `extra_float_digits`, …). Everything else that is not
@@ -49,11 +54,13 @@ use super::{SqlEngine, SqlError, SqlOutput};
 use crate::server::Control;
 use crate::web::security::WebSecurity;
 
-/// Accepts connections until `shutdown`.
+/// Accepts connections until `shutdown`; `tls` says whether the web
+/// config has `tls_server_config` (decided at start-up, as for HTTP).
 pub async fn serve(
     listener: TcpListener,
     control: Arc<Control>,
     security: Option<Arc<WebSecurity>>,
+    tls: bool,
     shutdown: CancellationToken,
 ) {
     let handlers = Arc::new(Handlers {
@@ -61,7 +68,7 @@ pub async fn serve(
             control,
             parser: Arc::new(Parser),
         }),
-        startup: Arc::new(Startup::new(security)),
+        startup: Arc::new(Startup::new(security.clone())),
     });
     loop {
         tokio::select! {
@@ -69,8 +76,16 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let handlers = handlers.clone();
+                    let security = security.clone();
                     tokio::spawn(async move {
-                        if let Err(err) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        let acceptor = match (&security, tls) {
+                            (Some(sec), true) => match tls_acceptor(&socket, sec).await {
+                                Some(a) => Some(a),
+                                None => return,
+                            },
+                            _ => None,
+                        };
+                        if let Err(err) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
                             tracing::debug!(peer = %peer, err = %err, "PostgreSQL connection ended with an error");
                         }
                     });
@@ -80,6 +95,107 @@ pub async fn serve(
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
+        }
+    }
+}
+
+/// Longest a client gets to say whether it wants TLS.
+const NEGOTIATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The request codes of PostgreSQL's `SSLRequest` and `GSSENCRequest`.
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+
+/// The TLS acceptor for one connection, from the web config as it is now;
+/// `None` (connection closed, client told why) when the client starts in
+/// plaintext or the config does not load.
+async fn tls_acceptor(
+    socket: &tokio::net::TcpStream,
+    sec: &Arc<WebSecurity>,
+) -> Option<pgwire::tokio::TlsAcceptor> {
+    let peer = socket.peer_addr().ok();
+    match tokio::time::timeout(NEGOTIATION_TIMEOUT, wants_tls(socket)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            tracing::debug!(peer = ?peer, "PostgreSQL client without TLS refused");
+            refuse_plaintext(socket).await;
+            return None;
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(peer = ?peer, err = %err, "PostgreSQL connection closed before startup");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(peer = ?peer, "PostgreSQL client sent no startup in time");
+            return None;
+        }
+    }
+    match sec.load().and_then(|c| c.server_config()) {
+        Ok(config) => {
+            // The same certificates and checks as HTTP, with PostgreSQL's
+            // ALPN name instead of HTTP's (libpq 17 sends it).
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"postgresql".to_vec()];
+            Some(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+        }
+        Err(err) => {
+            tracing::error!(err = %err, "Cannot load TLS configuration; connection closed");
+            None
+        }
+    }
+}
+
+/// Whether the client opens with an `SSLRequest` (or GSSAPI encryption
+/// request, which pgwire declines before the client asks for TLS) or a
+/// TLS ClientHello, by peeking at its first bytes.
+async fn wants_tls(socket: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; 8];
+    loop {
+        let n = socket.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        // 0x16: a TLS handshake record (direct TLS).
+        if buf[0] == 0x16 {
+            return Ok(true);
+        }
+        if n == 8 {
+            let code = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            return Ok(code == SSL_REQUEST || code == GSSENC_REQUEST);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends a FATAL ErrorResponse before the startup, as PostgreSQL does
+/// when `pg_hba.conf` has only `hostssl` lines.
+async fn refuse_plaintext(socket: &tokio::net::TcpStream) {
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "28000"),
+        (
+            b'M',
+            "this server requires TLS (the web config has tls_server_config); connect with sslmode=require",
+        ),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = vec![b'E'];
+    msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    msg.extend_from_slice(&body);
+    let mut written = 0;
+    while written < msg.len() {
+        if socket.writable().await.is_err() {
+            return;
+        }
+        match socket.try_write(&msg[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
         }
     }
 }
@@ -334,6 +450,12 @@ fn special(sql: &str) -> Option<Special> {
     }
 }
 
+/// No statement at all, only whitespace or comments (pgx pings with
+/// `-- ping`): PostgreSQL answers EmptyQueryResponse.
+fn is_blank(sql: &str) -> bool {
+    SqlEngine::split_statements(sql).is_ok_and(|s| s.is_empty())
+}
+
 fn special_response(s: Special) -> Response {
     match s {
         Special::Begin => Response::TransactionStart(Tag::new("BEGIN")),
@@ -360,6 +482,9 @@ impl Backend {
         if let Some(s) = special(sql) {
             return Ok(special_response(s));
         }
+        if is_blank(sql) {
+            return Ok(Response::EmptyQuery);
+        }
         let out = self
             .engine()?
             .query(sql, params)
@@ -379,6 +504,9 @@ impl SimpleQueryHandler for Backend {
             return Ok(vec![Response::EmptyQuery]);
         }
         let statements = SqlEngine::split_statements(query).map_err(|e| sql_error(&e, query))?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
         let mut out = Vec::with_capacity(statements.len());
         for sql in statements {
             out.push(self.run(&sql, None, &Format::UnifiedText).await?);
@@ -419,7 +547,7 @@ impl ExtendedQueryHandler for Backend {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        if special(&stmt.statement).is_some() {
+        if special(&stmt.statement).is_some() || is_blank(&stmt.statement) {
             return Ok(DescribeStatementResponse::new(Vec::new(), Vec::new()));
         }
         let (schema, inferred) = self
@@ -450,7 +578,7 @@ impl ExtendedQueryHandler for Backend {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let sql = &portal.statement.statement;
-        if special(sql).is_some() {
+        if special(sql).is_some() || is_blank(sql) {
             return Ok(DescribePortalResponse::new(Vec::new()));
         }
         let (schema, _) = self

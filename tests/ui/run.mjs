@@ -260,6 +260,9 @@ if (!smoke) {
     await page.goto(`${BASE}/alerts`);
     await page.locator('[data-testid=empty-state]').waitFor();
     check(true, 'rules and alerts show empty states');
+    await page.getByText('Built-in routing is not configured').waitFor();
+    await page.getByText('No silences').waitFor();
+    check(true, 'the Alerts page says routing is not configured and lists no silences');
     await shot('alerts');
   });
 
@@ -296,12 +299,53 @@ if (!smoke) {
     const rules = await page.locator('main').innerText();
     check(rules.includes('job:requests:rate5m') && rules.includes('example evaluation error'), 'rules, their health and last error render');
     await shot('rules-stubbed');
+    // The built-in Alertmanager's groups and silences (stubbed as well).
+    const routed = (name, state, extra = {}) => ({
+      labels: { alertname: name, instance: 'a' },
+      annotations: {},
+      startsAt: now,
+      endsAt: now,
+      fingerprint: '0123456789abcdef',
+      status: { state, silencedBy: [], inhibitedBy: [], ...extra },
+    });
+    const notifications = {
+      configured: true,
+      groups: [
+        {
+          receiver: 'team-hook',
+          groupKey: '{}:{alertname="HighErrorRate"}',
+          labels: { alertname: 'HighErrorRate' },
+          groupWait: 30,
+          groupInterval: 300,
+          repeatInterval: 14400,
+          nextFlush: now,
+          lastFlush: now,
+          alerts: [routed('HighErrorRate', 'active'), routed('HighErrorRate', 'suppressed', { silencedBy: ['s1'] })],
+          integrations: [
+            { plugin: 'webhook', lastAttempt: now, lastSuccess: null, lastError: 'http://hooks returned HTTP 500', failedAttempts: 3, lastNotified: now, notifiedFiring: 1, notifiedResolved: 0 },
+          ],
+        },
+      ],
+    };
+    const silences = [
+      { id: 's1', status: { state: 'active' }, matchers: [{ name: 'instance', value: 'a', isRegex: false, isEqual: true }], startsAt: now, endsAt: now, createdBy: 'ops', comment: 'maintenance window', updatedAt: now },
+    ];
+    await page.route('**/api/v1/notifications*', (route) =>
+      route.fulfill({ contentType: 'application/json', body: JSON.stringify({ status: 'success', data: notifications }) }),
+    );
+    await page.route('**/api/v2/silences*', (route) => route.fulfill({ contentType: 'application/json', body: JSON.stringify(silences) }));
     await page.goto(`${BASE}/alerts`);
     await page.locator('details.alert-rule.firing').waitFor();
+    await page.locator('[data-testid=notification-group]').waitFor();
+    await page.locator('[data-testid=silence]').waitFor();
     const alerts = await page.locator('main').innerText();
     check(alerts.includes('1 firing') && alerts.includes('Error rate above 5%'), 'a firing alert shows its labels and annotations');
+    check(alerts.includes('team-hook') && alerts.includes('SILENCED') && alerts.includes('HTTP 500'), 'notification groups show receiver, muted alerts and delivery errors');
+    check(alerts.includes('maintenance window') && alerts.includes('instance="a"'), 'silences show matchers and comment');
     await shot('alerts-stubbed');
     await page.unroute('**/api/v1/rules*');
+    await page.unroute('**/api/v1/notifications*');
+    await page.unroute('**/api/v2/silences*');
   });
 
   await section('status: runtime, build, plugins, flags, config, tsdb', async () => {

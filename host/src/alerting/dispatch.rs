@@ -392,6 +392,24 @@ impl Dispatcher {
         muted
     }
 
+    /// Every alert held, with its receivers' names and why it is muted.
+    pub fn alerts_with_state(&self, now_ms: i64) -> Vec<(Arc<StoredAlert>, Vec<String>, Muted)> {
+        let config = self.config();
+        let alerts = self.alerts();
+        let firing: Vec<Arc<StoredAlert>> = alerts
+            .iter()
+            .filter(|(a, _)| !a.resolved(now_ms))
+            .map(|(a, _)| a.clone())
+            .collect();
+        alerts
+            .into_iter()
+            .map(|(a, receivers)| {
+                let muted = self.mute_check(config.as_deref(), &firing, &a, now_ms);
+                (a, receivers, muted)
+            })
+            .collect()
+    }
+
     /// Every alert held, with its receivers' names.
     pub fn alerts(&self) -> Vec<(Arc<StoredAlert>, Vec<String>)> {
         let inner = self.inner.lock();
@@ -513,12 +531,12 @@ impl Dispatcher {
                 .with_label_values(&[state.as_str()])
                 .set(n as i64);
         }
-        let alerts = self.alerts();
+        let alerts = self.alerts_with_state(now);
         let suppressed = alerts
             .iter()
-            .filter(|(a, _)| !a.resolved(now) && self.muted(a, now).is_muted())
+            .filter(|(a, _, m)| !a.resolved(now) && m.is_muted())
             .count();
-        let active = alerts.iter().filter(|(a, _)| !a.resolved(now)).count();
+        let active = alerts.iter().filter(|(a, _, _)| !a.resolved(now)).count();
         self.metrics
             .alerts
             .with_label_values(&["active"])

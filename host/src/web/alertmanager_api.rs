@@ -181,7 +181,7 @@ async fn alerts(State(state): State<AppState>, RawQuery(q): RawQuery) -> AmResul
     };
     let now = now_ms();
     let mut out = Vec::new();
-    for (a, receivers) in d.alerts() {
+    for (a, receivers, muted) in d.alerts_with_state(now) {
         if a.resolved(now) || !filter.iter().all(|m| m.matches(&a.labels)) {
             continue;
         }
@@ -190,7 +190,6 @@ async fn alerts(State(state): State<AppState>, RawQuery(q): RawQuery) -> AmResul
         {
             continue;
         }
-        let muted = d.muted(&a, now);
         let keep = (active || muted.is_muted())
             && (silenced || muted.silenced_by.is_empty())
             && (inhibited || muted.inhibited_by.is_empty());

@@ -467,6 +467,7 @@ async fn serve(
         dispatcher.set_plugins(plugins.clone());
     }
     dispatcher.apply(control.config().borrow().notifications.as_ref());
+    warn_missing_notifiers(&control, &control.config().borrow().clone());
     let _ = control.dispatcher.set(dispatcher.clone());
     tokio::spawn(dispatcher.clone().run(control.shutdown.clone()));
     let notify: crate::rules::group::NotifyFn = {
@@ -629,6 +630,27 @@ fn forget_unused_plugin_instances(control: &Control) {
     }
 }
 
+/// Says at load time which receivers name a plugin that is missing or not a
+/// notifier, rather than only when a notification fails.
+fn warn_missing_notifiers(control: &Control, config: &Config) {
+    let (Some(n), Some(plugins)) = (&config.notifications, control.plugins()) else {
+        return;
+    };
+    for r in &n.receivers {
+        for p in &r.plugin_configs {
+            match plugins.world(&p.name) {
+                Some(crate::plugins::World::Notifier) => {}
+                Some(world) => {
+                    warn!(receiver = %r.name, plugin = %p.name, world = world.as_str(), "Receiver plugin is not a notifier; its notifications will fail")
+                }
+                None => {
+                    warn!(receiver = %r.name, plugin = %p.name, dir = %plugins.dir().display(), "Receiver plugin is not in the plugin directory; its notifications will fail")
+                }
+            }
+        }
+    }
+}
+
 /// Applies a new configuration, or keeps the old one and says why.
 async fn reload(
     flags: &ServerFlags,
@@ -653,6 +675,7 @@ async fn reload(
             if let Some(dispatcher) = control.dispatcher() {
                 dispatcher.apply(config.notifications.as_ref());
             }
+            warn_missing_notifiers(control, &config);
             if let Some(manager) = control.rules() {
                 manager.apply(&config, rules).await;
             }

@@ -2,7 +2,8 @@
 //! those of `alertmanager.yml` (`route`, `inhibit_rules`, `receivers`, and
 //! `global.resolve_timeout`), so an existing file pastes in; receivers
 //! deliver through notifier plugins (`plugin_configs`), and Alertmanager's
-//! `webhook_configs` are served by the shipped `webhook` plugin.
+//! `webhook_configs`, `slack_configs` and `pagerduty_configs` are served by
+//! the shipped `webhook`, `slack` and `pagerduty` plugins.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -32,8 +33,6 @@ pub struct NotificationsConfig {
 /// integration for; they get a specific message.
 const UNSUPPORTED_RECEIVERS: &[&str] = &[
     "email_configs",
-    "pagerduty_configs",
-    "slack_configs",
     "opsgenie_configs",
     "victorops_configs",
     "pushover_configs",
@@ -404,6 +403,64 @@ struct RawWebhookConfig {
     max_alerts: u64,
 }
 
+/// Alertmanager's `slack_configs` entry, as far as the `slack` plugin goes
+/// (message templates are the plugin's own).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlackConfig {
+    api_url: String,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    /// Alertmanager's default for Slack is false.
+    #[serde(default)]
+    send_resolved: bool,
+}
+
+/// Alertmanager's `pagerduty_configs` entry (Events API v2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPagerdutyConfig {
+    routing_key: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default = "yes")]
+    send_resolved: bool,
+}
+
+const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// A shipped plugin standing in for an Alertmanager integration, allowed to
+/// reach the host of `url`.
+fn shipped(
+    plugin: &str,
+    url: &str,
+    config: BTreeMap<String, serde_yaml::Value>,
+    send_resolved: bool,
+) -> Result<NotifierPluginConfig, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("url {url:?} must be http or https"));
+    }
+    let host = match (parsed.host_str(), parsed.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => return Err(format!("url {url:?} has no host")),
+    };
+    Ok(NotifierPluginConfig {
+        name: plugin.into(),
+        config,
+        allow_hosts: vec![host],
+        timeout: None,
+        memory_limit_bytes: None,
+        max_response_bytes: None,
+        send_resolved,
+    })
+}
+
 // No `deny_unknown_fields`: serde cannot combine it with `flatten`, and
 // unknown keys are caught in `other` with a better message anyway.
 #[derive(Deserialize)]
@@ -414,6 +471,10 @@ struct RawReceiver {
     plugin_configs: Vec<NotifierPluginConfig>,
     #[serde(default, deserialize_with = "nullable")]
     webhook_configs: Vec<RawWebhookConfig>,
+    #[serde(default, deserialize_with = "nullable")]
+    slack_configs: Vec<RawSlackConfig>,
+    #[serde(default, deserialize_with = "nullable")]
+    pagerduty_configs: Vec<RawPagerdutyConfig>,
     #[serde(flatten)]
     other: BTreeMap<String, serde_yaml::Value>,
 }
@@ -430,11 +491,11 @@ impl<'de> Deserialize<'de> for ReceiverConfig {
             return Err(D::Error::custom(
                 if UNSUPPORTED_RECEIVERS.contains(&key.as_str()) {
                     format!(
-                        "receiver {name:?}: {key} are not built into Ember; deliver with a notifier plugin (plugin_configs) or webhook_configs"
+                        "receiver {name:?}: {key} are not built into Ember; deliver with a notifier plugin (plugin_configs), webhook_configs, slack_configs or pagerduty_configs"
                     )
                 } else {
                     format!(
-                        "receiver {name:?}: unknown field `{key}`, expected one of `name`, `plugin_configs`, `webhook_configs`"
+                        "receiver {name:?}: unknown field `{key}`, expected one of `name`, `plugin_configs`, `webhook_configs`, `slack_configs`, `pagerduty_configs`"
                     )
                 },
             ));
@@ -445,42 +506,44 @@ impl<'de> Deserialize<'de> for ReceiverConfig {
                 .validate()
                 .map_err(|e| D::Error::custom(format!("receiver {name:?}: {e}")))?;
         }
+        let in_receiver = |e: String| D::Error::custom(format!("receiver {name:?}: {e}"));
+        let text = |v: &str| serde_yaml::Value::from(v.to_owned());
         for w in raw.webhook_configs {
-            let url = reqwest::Url::parse(&w.url)
-                .map_err(|e| D::Error::custom(format!("receiver {name:?}: webhook url: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(D::Error::custom(format!(
-                    "receiver {name:?}: webhook url {:?} must be http or https",
-                    w.url
-                )));
-            }
-            let host = match (url.host_str(), url.port()) {
-                (Some(h), Some(p)) => format!("{h}:{p}"),
-                (Some(h), None) => h.to_owned(),
-                (None, _) => {
-                    return Err(D::Error::custom(format!(
-                        "receiver {name:?}: webhook url {:?} has no host",
-                        w.url
-                    )));
-                }
-            };
-            let mut config = BTreeMap::new();
-            config.insert("url".to_owned(), serde_yaml::Value::from(w.url.clone()));
+            let mut config = BTreeMap::from([("url".to_owned(), text(&w.url))]);
             if w.max_alerts > 0 {
-                config.insert(
-                    "max_alerts".to_owned(),
-                    serde_yaml::Value::from(w.max_alerts),
-                );
+                config.insert("max_alerts".into(), serde_yaml::Value::from(w.max_alerts));
             }
-            plugin_configs.push(NotifierPluginConfig {
-                name: "webhook".into(),
-                config,
-                allow_hosts: vec![host],
-                timeout: None,
-                memory_limit_bytes: None,
-                max_response_bytes: None,
-                send_resolved: w.send_resolved,
-            });
+            plugin_configs.push(
+                shipped("webhook", &w.url, config, w.send_resolved)
+                    .map_err(|e| in_receiver(format!("webhook_configs: {e}")))?,
+            );
+        }
+        for c in raw.slack_configs {
+            let mut config = BTreeMap::from([("url".to_owned(), text(&c.api_url))]);
+            if let Some(ch) = &c.channel {
+                config.insert("channel".into(), text(ch));
+            }
+            if let Some(u) = &c.username {
+                config.insert("username".into(), text(u));
+            }
+            plugin_configs.push(
+                shipped("slack", &c.api_url, config, c.send_resolved)
+                    .map_err(|e| in_receiver(format!("slack_configs: {e}")))?,
+            );
+        }
+        for c in raw.pagerduty_configs {
+            let url = c.url.unwrap_or_else(|| PAGERDUTY_URL.to_owned());
+            let mut config = BTreeMap::from([
+                ("routing_key".to_owned(), text(&c.routing_key)),
+                ("url".to_owned(), text(&url)),
+            ]);
+            if let Some(sev) = &c.severity {
+                config.insert("severity".into(), text(sev));
+            }
+            plugin_configs.push(
+                shipped("pagerduty", &url, config, c.send_resolved)
+                    .map_err(|e| in_receiver(format!("pagerduty_configs: {e}")))?,
+            );
         }
         Ok(ReceiverConfig {
             name,
@@ -525,6 +588,9 @@ receivers:
   - name: pagerduty
     config: {routing_key: abc}
     allow_hosts: [events.pagerduty.com]
+- name: chat
+  slack_configs: [{api_url: "https://hooks.slack.com/services/X", channel: ops}]
+  pagerduty_configs: [{routing_key: k}]
 "#,
         )
         .unwrap();
@@ -541,6 +607,14 @@ receivers:
             c.inhibit_rules[0].source_matchers[0].to_string(),
             "severity=\"critical\""
         );
+        let chat = &c.receivers[2].plugin_configs;
+        assert_eq!(chat[0].name, "slack");
+        assert_eq!(chat[0].allow_hosts, ["hooks.slack.com"]);
+        assert_eq!(chat[0].config["channel"], "ops");
+        assert!(!chat[0].send_resolved, "Alertmanager's Slack default");
+        assert_eq!(chat[1].name, "pagerduty");
+        assert_eq!(chat[1].allow_hosts, ["events.pagerduty.com"]);
+        assert!(chat[1].send_resolved);
     }
 
     #[test]

@@ -615,11 +615,18 @@ impl Dispatcher {
             .map(|a| a.fingerprint)
             .collect();
         let receiver = flush.route.receiver.clone();
-        let integrations: Vec<NotifierPluginConfig> = flush
-            .config
-            .receiver(&receiver)
-            .map(|r| r.plugin_configs.clone())
-            .unwrap_or_default();
+        // With every alert muted the pipeline stops here, as Alertmanager's
+        // does: the log is left alone, so lifting a silence does not make
+        // already-notified alerts new.
+        let integrations: Vec<NotifierPluginConfig> = if delivered.is_empty() {
+            Vec::new()
+        } else {
+            flush
+                .config
+                .receiver(&receiver)
+                .map(|r| r.plugin_configs.clone())
+                .unwrap_or_default()
+        };
         let deadline = Instant::now() + flush.route.group_interval;
         let mut statuses = Vec::with_capacity(integrations.len());
         let mut all_ok = true;
@@ -671,7 +678,9 @@ impl Dispatcher {
         if let Some(g) = inner.groups.get_mut(&flush.id) {
             g.flushing = false;
             g.last_flush_ms = Some(now);
-            g.integrations = statuses;
+            if !statuses.is_empty() {
+                g.integrations = statuses;
+            }
             if all_ok {
                 // Resolved alerts are done with, unless they changed meanwhile.
                 for a in &flush.alerts {

@@ -480,6 +480,12 @@ notifications:
     std::thread::sleep(Duration::from_secs(5));
     assert!(quiet(&receiver).is_empty(), "{:?}", quiet(&receiver));
     assert_eq!(loud(&receiver).len(), 1, "repeat_interval is 1h");
+    // amtool's alert query leaves silenced alerts out.
+    let alerts = amtool(&ember, &["-o", "extended", "alert", "query"]);
+    assert!(
+        alerts.contains("svc=\"loud\"") && !alerts.contains("svc=\"quiet\""),
+        "{alerts}"
+    );
     let (_, api) = get_json(&ember.url("/api/v2/alerts?filter=svc%3Dquiet"));
     assert_eq!(api[0]["status"]["state"], "suppressed", "{api:#}");
     assert_eq!(api[0]["status"]["silencedBy"][0], id.as_str());

@@ -610,3 +610,53 @@ fn silence_api_errors() {
     let (_, n) = get_json(&ember.url("/api/v1/notifications"));
     assert_eq!(n["data"]["configured"], false);
 }
+
+/// Alerts posted by another sender (here `amtool alert add`, which uses
+/// `POST /api/v2/alerts` as a Prometheus does) are routed and delivered.
+#[test]
+fn posted_alerts_are_routed() {
+    if !require_program("amtool", "prometheus-alertmanager") {
+        return;
+    }
+    let setup = Setup::new();
+    install_plugin(&setup, "webhook");
+    let receiver = Receiver::start();
+    setup.write_config(&format!(
+        "notifications:\n  route: {{receiver: hook, group_wait: 1s}}\n  receivers:\n  - name: hook\n    webhook_configs: [{{url: 'http://{}/hook'}}]\n",
+        receiver.addr
+    ));
+    let mut ember = setup.start(&[]);
+    ember.wait_ready();
+    amtool(
+        &ember,
+        &[
+            "alert",
+            "add",
+            "alertname=Posted",
+            "team=db",
+            "--annotation=summary=from amtool",
+        ],
+    );
+    let d = wait_until(
+        "posted alert delivered",
+        &ember,
+        Duration::from_secs(30),
+        || receiver.all().first().cloned(),
+    );
+    assert_eq!(d.body["alerts"][0]["labels"]["alertname"], "Posted");
+    assert_eq!(d.body["alerts"][0]["annotations"]["summary"], "from amtool");
+    let listed = amtool(&ember, &["alert", "query", "alertname=Posted"]);
+    assert!(listed.contains("Posted"), "{listed}");
+    let r = {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .post(&ember.url("/api/v2/alerts"))
+            .header("Content-Type", "application/json")
+            .send(r#"[{"labels":{}}]"#)
+            .expect("post")
+    };
+    assert_eq!(r.status().as_u16(), 400);
+}

@@ -1,7 +1,8 @@
 //! The built-in Alertmanager over HTTP, in Alertmanager's v2 API shape so
 //! `amtool --alertmanager.url=http://ember:9090` works: `/api/v2/status`,
 //! `/api/v2/silences` (list with `filter`, create/update),
-//! `/api/v2/silence/{id}` (get, delete = expire), `/api/v2/alerts` (list),
+//! `/api/v2/silence/{id}` (get, delete = expire), `/api/v2/alerts` (list;
+//! POST takes alerts from other senders, e.g. `amtool alert add`),
 //! `/api/v2/receivers`. Plus Ember's `/api/v1/notifications`: groups and
 //! their delivery state, for the UI.
 
@@ -19,14 +20,14 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::api::{rfc3339_ms, success};
 use crate::alerting::dispatch::{Dispatcher, Muted, StoredAlert, now_ms};
-use crate::alerting::matchers::{AlertMatcher, parse_matchers};
+use crate::alerting::matchers::{AlertMatcher, parse_matchers, valid_label_name};
 use crate::alerting::silence::{NewSilence, Silence, SilenceError, SilenceMatcher, SilenceState};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v2/status", get(status))
         .route("/api/v2/receivers", get(receivers))
-        .route("/api/v2/alerts", get(alerts))
+        .route("/api/v2/alerts", get(alerts).post(post_alerts))
         .route("/api/v2/silences", get(list_silences).post(post_silence))
         .route(
             "/api/v2/silence/{id}",
@@ -198,6 +199,78 @@ async fn alerts(State(state): State<AppState>, RawQuery(q): RawQuery) -> AmResul
         }
     }
     Ok(axum::Json(Value::Array(out)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostableAlert {
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    starts_at: Option<String>,
+    #[serde(default)]
+    ends_at: Option<String>,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: String,
+}
+
+/// `POST /api/v2/alerts`: alerts from another sender (a Prometheus, amtool)
+/// into the built-in routing, with Alertmanager's defaults: no start means
+/// now, no end means now + `resolve_timeout`.
+async fn post_alerts(State(state): State<AppState>, body: axum::body::Bytes) -> AmResult {
+    let d = dispatcher(&state)?;
+    let Some(config) = d.config() else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "built-in alert routing is not configured (add a notifications: section)",
+        ));
+    };
+    let posted: Vec<PostableAlert> = serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid alerts: {e}")))?;
+    let now = now_ms();
+    let mut alerts = Vec::with_capacity(posted.len());
+    let mut problems = Vec::new();
+    for (i, a) in posted.into_iter().enumerate() {
+        // Go clients send the zero time (0001-01-01T00:00:00Z) for "unset".
+        const GO_ZERO_TIME_MS: i64 = -62_135_596_800_000;
+        let time = |what: &str, v: &Option<String>| match v.as_deref() {
+            None | Some("") => Ok(None),
+            Some(t) => parse_time(what, t).map(|ms| (ms != GO_ZERO_TIME_MS).then_some(ms)),
+        };
+        let (starts, ends) = match (time("startsAt", &a.starts_at), time("endsAt", &a.ends_at)) {
+            (Ok(s), Ok(e)) => (s, e),
+            (Err(e), _) | (_, Err(e)) => {
+                problems.push(format!("alert {i}: {e}"));
+                continue;
+            }
+        };
+        let starts_at_ms = starts.or(ends).unwrap_or(now);
+        let ends_at_ms = ends.unwrap_or(now + config.resolve_timeout.as_millis() as i64);
+        if a.labels.is_empty() {
+            problems.push(format!("alert {i}: at least one label pair required"));
+        } else if let Some(bad) = a.labels.keys().find(|k| !valid_label_name(k)) {
+            problems.push(format!("alert {i}: invalid label name {bad:?}"));
+        } else if ends_at_ms < starts_at_ms {
+            problems.push(format!("alert {i}: end time must not be before start time"));
+        } else {
+            alerts.push(crate::rules::group::OutgoingAlert {
+                labels: a.labels,
+                annotations: a.annotations,
+                starts_at_ms,
+                ends_at_ms,
+                generator_url: a.generator_url,
+            });
+        }
+    }
+    // Valid alerts are taken even when others in the batch are not, as
+    // Alertmanager does.
+    d.put(&alerts);
+    if problems.is_empty() {
+        Ok(StatusCode::OK.into_response())
+    } else {
+        Err(error(StatusCode::BAD_REQUEST, problems.join("; ")))
+    }
 }
 
 fn silence_json(s: &Silence, now: i64) -> Value {

@@ -6,48 +6,14 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Builds every plugin (including the hostile test plugin) once per test
-/// run and returns the directory holding the `.wasm` files.
-fn built_plugins() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // The ember binary is <target>/debug/ember: the plugins get their
-        // own target dir next to it, so this build never waits on the lock
-        // of the cargo process running the tests.
-        let target = Path::new(EMBER)
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .join("plugins");
-        let out = target.join("dist");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-        let status = std::process::Command::new("bash")
-            .arg(root.join("build.sh"))
-            .arg(&out)
-            .env("EMBER_PLUGINS_TARGET_DIR", &target)
-            .env("EMBER_PLUGINS_HOSTILE", "1")
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("run plugins/build.sh");
-        assert!(status.success(), "building the plugins failed (is the wasm32-wasip2 target installed? tests/setup.sh adds it)");
-        out
-    })
-}
-
 fn install(setup: &Setup, plugin: &str) {
-    let dir = setup.path().join("plugins");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        built_plugins().join(format!("{plugin}.wasm")),
-        dir.join(format!("{plugin}.wasm")),
-    )
-    .unwrap();
+    install_plugin(setup, plugin);
 }
 
 /// `ember_plugin_errors_total{plugin=..., reason=...}`.

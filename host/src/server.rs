@@ -36,6 +36,7 @@ pub struct Control {
     scraper: std::sync::OnceLock<Arc<crate::scrape::manager::ScrapeManager>>,
     rules: std::sync::OnceLock<Arc<crate::rules::manager::RuleManager>>,
     notifier: std::sync::OnceLock<Arc<crate::alerting::notifier::Notifier>>,
+    dispatcher: std::sync::OnceLock<Arc<crate::alerting::dispatch::Dispatcher>>,
     plugins: std::sync::OnceLock<Arc<crate::plugins::PluginManager>>,
     replay: parking_lot::Mutex<ReplayProgress>,
     reload_tx: mpsc::Sender<ReloadReply>,
@@ -100,6 +101,11 @@ impl Control {
     /// The Alertmanager notifier, once the server is running.
     pub fn notifier(&self) -> Option<&Arc<crate::alerting::notifier::Notifier>> {
         self.notifier.get()
+    }
+
+    /// The built-in Alertmanager (routing, silences), once the server is running.
+    pub fn dispatcher(&self) -> Option<&Arc<crate::alerting::dispatch::Dispatcher>> {
+        self.dispatcher.get()
     }
 
     /// The plugin host, once the server is running.
@@ -271,6 +277,7 @@ async fn serve(
         scraper: std::sync::OnceLock::new(),
         rules: std::sync::OnceLock::new(),
         notifier: std::sync::OnceLock::new(),
+        dispatcher: std::sync::OnceLock::new(),
         plugins: std::sync::OnceLock::new(),
         replay: parking_lot::Mutex::new(ReplayProgress::default()),
         reload_tx,
@@ -464,9 +471,32 @@ async fn serve(
     notifier.apply(&control.config().borrow().clone());
     let _ = control.notifier.set(notifier.clone());
     let notifying = tokio::spawn(notifier.clone().run(control.shutdown.clone()));
+    let dispatcher = match crate::alerting::dispatch::Dispatcher::open(
+        &flags.storage_path.join("alerting"),
+        control.external_url.clone(),
+        Some(&metrics.registry),
+    ) {
+        Ok(d) => d,
+        Err(err) => {
+            error!(err = %err, "Cannot start the built-in Alertmanager");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(plugins) = control.plugins() {
+        dispatcher.set_plugins(plugins.clone());
+    }
+    dispatcher.apply(control.config().borrow().notifications.as_ref());
+    warn_missing_notifiers(&control, &control.config().borrow().clone());
+    let _ = control.dispatcher.set(dispatcher.clone());
+    tokio::spawn(dispatcher.clone().run(control.shutdown.clone()));
     let notify: crate::rules::group::NotifyFn = {
         let notifier = notifier.clone();
-        Arc::new(move |alerts| notifier.send(alerts))
+        let dispatcher = dispatcher.clone();
+        Arc::new(move |alerts| {
+            let alerts = notifier.prepare(alerts);
+            dispatcher.put(&alerts);
+            notifier.enqueue(alerts);
+        })
     };
     let rule_manager = crate::rules::manager::RuleManager::new(
         control.engine().cloned().expect("engine set above"),
@@ -603,13 +633,40 @@ async fn rescan_plugins(control: &Control) {
 fn forget_unused_plugin_instances(control: &Control) {
     if let Some(plugins) = control.plugins() {
         let config = control.config().borrow().clone();
+        let notifiers = config
+            .notifications
+            .as_ref()
+            .map(crate::alerting::dispatch::Dispatcher::plugin_uses)
+            .unwrap_or_default();
         plugins.retain_instances(|instance| {
             config
                 .scrape_configs
                 .iter()
                 .flat_map(|c| c.plugin.iter().chain(&c.plugin_sd_configs))
+                .chain(&notifiers)
                 .any(|u| u.settings(None).same_use(instance.settings()))
         });
+    }
+}
+
+/// Says at load time which receivers name a plugin that is missing or not a
+/// notifier, rather than only when a notification fails.
+fn warn_missing_notifiers(control: &Control, config: &Config) {
+    let (Some(n), Some(plugins)) = (&config.notifications, control.plugins()) else {
+        return;
+    };
+    for r in &n.receivers {
+        for p in &r.plugin_configs {
+            match plugins.world(&p.name) {
+                Some(crate::plugins::World::Notifier) => {}
+                Some(world) => {
+                    warn!(receiver = %r.name, plugin = %p.name, world = world.as_str(), "Receiver plugin is not a notifier; its notifications will fail")
+                }
+                None => {
+                    warn!(receiver = %r.name, plugin = %p.name, dir = %plugins.dir().display(), "Receiver plugin is not in the plugin directory; its notifications will fail")
+                }
+            }
+        }
     }
 }
 
@@ -634,6 +691,10 @@ async fn reload(
             if let Some(notifier) = control.notifier() {
                 notifier.apply(&config);
             }
+            if let Some(dispatcher) = control.dispatcher() {
+                dispatcher.apply(config.notifications.as_ref());
+            }
+            warn_missing_notifiers(control, &config);
             if let Some(manager) = control.rules() {
                 manager.apply(&config, rules).await;
             }

@@ -499,3 +499,46 @@ impl Prometheus {
         v["data"]["result"].clone()
     }
 }
+
+/// Builds the plugins in `plugins/` (the hostile test plugin included) once
+/// per test process and returns the directory holding the `.wasm` files.
+pub fn built_plugins() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        // The ember binary is <target>/debug/ember: the plugins get their
+        // own target dir next to it, so this build never waits on the lock
+        // of the cargo process running the tests.
+        let target = Path::new(EMBER)
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .join("plugins");
+        let out = target.join("dist");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+        let status = Command::new("bash")
+            .arg(root.join("build.sh"))
+            .arg(&out)
+            .env("EMBER_PLUGINS_TARGET_DIR", &target)
+            .env("EMBER_PLUGINS_HOSTILE", "1")
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("run plugins/build.sh");
+        assert!(
+            status.success(),
+            "building the plugins failed (is the wasm32-wasip2 target installed? tests/setup.sh adds it)"
+        );
+        out
+    })
+}
+
+/// Copies a built plugin into `<setup>/plugins`, the default plugin folder
+/// of a config in the setup's directory.
+pub fn install_plugin(setup: &Setup, plugin: &str) {
+    let dir = setup.path().join("plugins");
+    std::fs::create_dir_all(&dir).expect("create plugins dir");
+    std::fs::copy(
+        built_plugins().join(format!("{plugin}.wasm")),
+        dir.join(format!("{plugin}.wasm")),
+    )
+    .expect("copy plugin");
+}

@@ -266,13 +266,56 @@ if (!smoke) {
     check(rules.includes('job:ui_test_requests:rate5m') && rules.includes('UiTestRequestsHigh'), 'the recording and the alerting rule are listed');
     check(!/\berr\b/i.test(await page.locator('[data-testid=rule-group] .badge').allInnerTexts().then((t) => t.join(' '))), 'both rules are healthy');
     await shot('rules');
+    // The built-in Alertmanager's groups and silences are stubbed: this
+    // run has no `notifications:` config (tests/alert_routing.rs covers the real thing).
+    const now = new Date().toISOString();
+    const routed = (name, state, extra = {}) => ({
+      labels: { alertname: name, instance: 'a' },
+      annotations: {},
+      startsAt: now,
+      endsAt: now,
+      fingerprint: '0123456789abcdef',
+      status: { state, silencedBy: [], inhibitedBy: [], ...extra },
+    });
+    const notifications = {
+      configured: true,
+      groups: [
+        {
+          receiver: 'team-hook',
+          groupKey: '{}:{alertname="HighErrorRate"}',
+          labels: { alertname: 'HighErrorRate' },
+          groupWait: 30,
+          groupInterval: 300,
+          repeatInterval: 14400,
+          nextFlush: now,
+          lastFlush: now,
+          alerts: [routed('HighErrorRate', 'active'), routed('HighErrorRate', 'suppressed', { silencedBy: ['s1'] })],
+          integrations: [
+            { plugin: 'webhook', lastAttempt: now, lastSuccess: null, lastError: 'http://hooks returned HTTP 500', failedAttempts: 3, lastNotified: now, notifiedFiring: 1, notifiedResolved: 0 },
+          ],
+        },
+      ],
+    };
+    const silences = [
+      { id: 's1', status: { state: 'active' }, matchers: [{ name: 'instance', value: 'a', isRegex: false, isEqual: true }], startsAt: now, endsAt: now, createdBy: 'ops', comment: 'maintenance window', updatedAt: now },
+    ];
+    await page.route('**/api/v1/notifications*', (route) =>
+      route.fulfill({ contentType: 'application/json', body: JSON.stringify({ status: 'success', data: notifications }) }),
+    );
+    await page.route('**/api/v2/silences*', (route) => route.fulfill({ contentType: 'application/json', body: JSON.stringify(silences) }));
     await page.goto(`${BASE}/alerts`);
     await page.locator('details.alert-rule.firing').waitFor();
+    await page.locator('[data-testid=notification-group]').waitFor();
+    await page.locator('[data-testid=silence]').waitFor();
     const alerts = await page.locator('main').innerText();
     check(alerts.includes('1 firing'), 'the alerting rule is firing');
     check(alerts.includes('(3 active)'), 'three active alerts, one per instance');
     check(alerts.includes('severity') && alerts.includes('page'), 'the alert labels are shown');
     check(/Instance [abc] served \d+ requests/.test(alerts), 'the templated annotation is shown');
+    check(alerts.includes('team-hook') && alerts.includes('SILENCED') && alerts.includes('HTTP 500'), 'notification groups show receiver, muted alerts and delivery errors');
+    check(alerts.includes('maintenance window') && alerts.includes('instance="a"'), 'silences show matchers and comment');
+    await page.unroute('**/api/v1/notifications*');
+    await page.unroute('**/api/v2/silences*');
     await shot('alerts');
     // The state filter hides firing rules.
     await page.getByLabel('Firing').uncheck();

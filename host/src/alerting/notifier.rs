@@ -246,22 +246,31 @@ impl Notifier {
 
     /// Queues alerts for sending, after external labels and relabeling.
     pub fn send(&self, alerts: Vec<OutgoingAlert>) {
-        let mut alerts: Vec<OutgoingAlert> = {
-            let s = self.settings.read();
-            alerts
-                .into_iter()
-                .filter_map(|mut a| {
-                    for (k, v) in &s.external_labels {
-                        a.labels.entry(k.clone()).or_insert_with(|| v.clone());
-                    }
-                    if !process(&mut a.labels, &s.alerting.alert_relabel_configs) {
-                        return None;
-                    }
-                    a.labels.retain(|_, v| !v.is_empty());
-                    (!a.labels.is_empty()).then_some(a)
-                })
-                .collect()
-        };
+        let alerts = self.prepare(alerts);
+        self.enqueue(alerts);
+    }
+
+    /// External labels and `alert_relabel_configs` applied, as every
+    /// destination (Alertmanagers, the built-in routing) gets them.
+    pub fn prepare(&self, alerts: Vec<OutgoingAlert>) -> Vec<OutgoingAlert> {
+        let s = self.settings.read();
+        alerts
+            .into_iter()
+            .filter_map(|mut a| {
+                for (k, v) in &s.external_labels {
+                    a.labels.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                if !process(&mut a.labels, &s.alerting.alert_relabel_configs) {
+                    return None;
+                }
+                a.labels.retain(|_, v| !v.is_empty());
+                (!a.labels.is_empty()).then_some(a)
+            })
+            .collect()
+    }
+
+    /// Queues prepared alerts for the Alertmanagers.
+    pub fn enqueue(&self, mut alerts: Vec<OutgoingAlert>) {
         if alerts.is_empty() {
             return;
         }

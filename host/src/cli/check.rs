@@ -159,6 +159,11 @@ fn check_references(file: &Path, config: &Config, syntax_only: bool) -> Result<R
             &mut report,
         )?;
     }
+    if config.notifications.is_some() {
+        report.warnings.push(
+            "notifications is Ember's built-in alert routing; Prometheus does not accept it (in Alertmanager it is alertmanager.yml)".into(),
+        );
+    }
     for (i, am) in config.alerting.alertmanagers.iter().enumerate() {
         let what = format!("alerting.alertmanagers[{i}]");
         check_client_files(&what, &am.http_client, &resolve, &mut report);

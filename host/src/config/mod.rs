@@ -10,6 +10,7 @@ pub mod alerting;
 pub mod duration;
 pub mod http_client;
 pub mod labels;
+pub mod notifications;
 pub mod relabel;
 pub mod remote;
 pub mod scrape;
@@ -186,6 +187,10 @@ pub struct Config {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub remote_read: Vec<RemoteReadConfig>,
+    /// Ember extension: built-in alert routing to notifier plugins, in
+    /// `alertmanager.yml`'s shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<notifications::NotificationsConfig>,
 }
 
 /// Keys Prometheus knows that Ember deliberately does not (yet) implement.

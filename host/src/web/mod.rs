@@ -2,6 +2,7 @@
 //! the Prometheus API and the web UI (`ui.rs`).
 
 mod admin_api;
+mod alertmanager_api;
 pub mod api;
 mod cors;
 mod federate;
@@ -152,6 +153,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .merge(federation)
+        .merge(alertmanager_api::routes())
         .route(
             "/api/v1/write",
             axum::routing::post(remote_write)

@@ -1,0 +1,335 @@
+//! The shards of one queue: each a task with a bounded queue of samples,
+//! which it batches (up to `max_samples_per_send`, or whatever arrived
+//! within `batch_send_deadline`) and sends one batch at a time, retrying
+//! with backoff. A series always maps to the same shard, so its samples
+//! reach the remote in order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{RemoteClient, SendError};
+use super::metrics::QueueMetrics;
+use super::policy::next_backoff;
+use super::progress::AckTracker;
+use crate::config::remote::QueueConfig;
+use crate::remote::proto;
+
+/// A sample on its way to the remote.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub series: u64,
+    pub labels: Arc<[proto::Label]>,
+    pub t: i64,
+    pub v: f64,
+    /// The WAL record it came from (see [`AckTracker`]).
+    pub seq: u64,
+}
+
+/// What the shards and the WAL reader of one queue share.
+pub struct Shared {
+    pub name: String,
+    pub client: RemoteClient,
+    pub queue: QueueConfig,
+    pub acks: Mutex<AckTracker>,
+    pub metrics: QueueMetrics,
+    /// Cancelled when sending must stop now (shutdown past its flush time).
+    pub cancel: CancellationToken,
+    /// Nanoseconds spent in send calls, for shard scaling.
+    pub send_nanos: AtomicU64,
+    pub highest_sent_ms: AtomicI64,
+    /// When a send last failed, as milliseconds since `started`.
+    pub last_failure_ms: AtomicI64,
+    pub started: Instant,
+}
+
+impl Shared {
+    pub fn failed_within(&self, d: Duration) -> bool {
+        let last = self.last_failure_ms.load(Ordering::Relaxed);
+        last >= 0 && self.started.elapsed().as_millis() as i64 - last < d.as_millis() as i64
+    }
+}
+
+/// A request's series and, per series, its newest sample (timestamp, record).
+pub fn build_request(batch: &[Item]) -> (proto::WriteRequest, Vec<(u64, i64, u64)>) {
+    let mut index: HashMap<u64, usize> = HashMap::with_capacity(batch.len().min(1024));
+    let mut timeseries: Vec<proto::TimeSeries> = Vec::new();
+    let mut newest: Vec<(u64, i64, u64)> = Vec::new();
+    for it in batch {
+        let i = *index.entry(it.series).or_insert_with(|| {
+            timeseries.push(proto::TimeSeries {
+                labels: it.labels.to_vec(),
+                ..Default::default()
+            });
+            newest.push((it.series, it.t, it.seq));
+            timeseries.len() - 1
+        });
+        timeseries[i].samples.push(proto::Sample {
+            value: it.v,
+            timestamp: it.t,
+        });
+        newest[i] = (it.series, it.t, it.seq);
+    }
+    (
+        proto::WriteRequest {
+            timeseries,
+            metadata: vec![],
+        },
+        newest,
+    )
+}
+
+/// Marks a batch's samples done with, by record.
+fn ack(acks: &mut AckTracker, batch: &[Item]) {
+    let mut i = 0;
+    while i < batch.len() {
+        let seq = batch[i].seq;
+        let run = batch[i..].iter().take_while(|it| it.seq == seq).count();
+        acks.ack(seq, run as u64);
+        i += run;
+    }
+}
+
+/// Sends one batch until it is accepted or dropped; false when cancelled
+/// first (the batch stays unacknowledged and is sent again after a restart).
+async fn send_batch(shared: &Shared, batch: &[Item]) -> bool {
+    let (req, newest) = build_request(batch);
+    let body = proto::encode_request(&req);
+    let n = batch.len() as u64;
+    let mut backoff = shared.queue.min_backoff.as_duration();
+    let max_backoff = shared.queue.max_backoff.as_duration();
+    loop {
+        let start = Instant::now();
+        let result = tokio::select! {
+            _ = shared.cancel.cancelled() => return false,
+            r = shared.client.send(body.clone()) => r,
+        };
+        let took = start.elapsed();
+        shared.metrics.batch_duration.observe(took.as_secs_f64());
+        shared
+            .send_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                shared.metrics.samples_sent.inc_by(n);
+                shared.metrics.bytes_sent.inc_by(body.len() as u64);
+                let highest = newest.iter().map(|(_, t, _)| *t).max().unwrap_or(i64::MIN);
+                let prev = shared.highest_sent_ms.fetch_max(highest, Ordering::Relaxed);
+                if highest > prev {
+                    shared.metrics.highest_sent.set(highest as f64 / 1000.0);
+                }
+                let mut acks = shared.acks.lock();
+                for (series, t, seq) in newest {
+                    acks.accepted(series, t, seq);
+                }
+                ack(&mut acks, batch);
+                return true;
+            }
+            Err(SendError::Drop(msg)) => {
+                shared.metrics.samples_failed.inc_by(n);
+                tracing::error!(remote_name = %shared.name, samples = n, err = %msg, "Non-recoverable error sending samples; dropped them");
+                ack(&mut shared.acks.lock(), batch);
+                return true;
+            }
+            Err(SendError::Retry(msg)) => {
+                shared.metrics.samples_retried.inc_by(n);
+                shared.last_failure_ms.store(
+                    shared.started.elapsed().as_millis() as i64,
+                    Ordering::Relaxed,
+                );
+                tracing::warn!(remote_name = %shared.name, samples = n, err = %msg, backoff = ?backoff, "Failed to send batch, retrying");
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => return false,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = next_backoff(backoff, max_backoff);
+            }
+        }
+    }
+}
+
+/// One shard: batches what arrives and sends it, until its queue is closed
+/// and empty or sending is cancelled.
+pub async fn run_shard(mut rx: mpsc::Receiver<Item>, shared: Arc<Shared>) {
+    let max = (shared.queue.max_samples_per_send as usize).max(1);
+    let deadline = shared.queue.batch_send_deadline.as_duration();
+    let mut batch: Vec<Item> = Vec::with_capacity(max);
+    loop {
+        // Wait for the first sample of a batch as long as it takes ...
+        let got = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            n = rx.recv_many(&mut batch, max) => n,
+        };
+        if got == 0 {
+            return;
+        }
+        // ... then for more until the batch is full or the deadline passes.
+        let opened = Instant::now();
+        let mut closed = false;
+        while batch.len() < max {
+            let left = deadline.saturating_sub(opened.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let want = max - batch.len();
+            tokio::select! {
+                _ = shared.cancel.cancelled() => return,
+                r = tokio::time::timeout(left, rx.recv_many(&mut batch, want)) => match r {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+            }
+        }
+        if !send_batch(&shared, &batch).await {
+            return;
+        }
+        shared.metrics.samples_pending.sub(batch.len() as i64);
+        batch.clear();
+        if closed {
+            return;
+        }
+    }
+}
+
+/// The running shards of a queue.
+pub struct Shards {
+    senders: Vec<mpsc::Sender<Item>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Shards {
+    pub fn start(n: usize, shared: &Arc<Shared>, rt: &tokio::runtime::Handle) -> Shards {
+        let n = n.max(1);
+        let capacity = (shared.queue.capacity as usize).max(1);
+        let mut senders = Vec::with_capacity(n);
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel(capacity);
+            senders.push(tx);
+            tasks.push(rt.spawn(run_shard(rx, shared.clone())));
+        }
+        shared.metrics.shards.set(n as i64);
+        Shards { senders, tasks }
+    }
+
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+
+    /// Offers a sample to its shard; gives it back when that queue is full.
+    pub fn try_enqueue(&self, item: Item) -> Result<(), Item> {
+        let shard = (item.series % self.senders.len() as u64) as usize;
+        match self.senders[shard].try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(item)) => Err(item),
+            // A shard only stops when cancelled; the sample is sent after a restart.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
+    /// Closes the queues and waits until the shards have sent what they
+    /// hold, or until `flush` has passed; then cancels what is left.
+    pub fn stop(
+        self,
+        rt: &tokio::runtime::Handle,
+        flush: Option<Duration>,
+        cancel: &CancellationToken,
+    ) {
+        drop(self.senders);
+        let tasks = self.tasks;
+        rt.block_on(async move {
+            let all = futures::future::join_all(tasks);
+            match flush {
+                None => {
+                    all.await;
+                }
+                Some(d) => {
+                    tokio::pin!(all);
+                    if tokio::time::timeout(d, &mut all).await.is_err() {
+                        cancel.cancel();
+                        all.await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(series: u64, t: i64, seq: u64) -> Item {
+        Item {
+            series,
+            labels: Arc::from(vec![proto::Label {
+                name: "__name__".into(),
+                value: format!("m{series}"),
+            }]),
+            t,
+            v: t as f64,
+            seq,
+        }
+    }
+
+    #[test]
+    fn batches_group_samples_by_series_in_order() {
+        let batch = vec![
+            item(1, 10, 0),
+            item(2, 10, 0),
+            item(1, 20, 1),
+            item(1, 30, 2),
+        ];
+        let (req, newest) = build_request(&batch);
+        assert_eq!(req.timeseries.len(), 2);
+        let times: Vec<i64> = req.timeseries[0]
+            .samples
+            .iter()
+            .map(|s| s.timestamp)
+            .collect();
+        assert_eq!(times, vec![10, 20, 30]);
+        assert_eq!(req.timeseries[1].labels[0].value, "m2");
+        assert_eq!(newest, vec![(1, 30, 2), (2, 10, 0)]);
+    }
+
+    #[test]
+    fn acks_count_samples_per_record() {
+        use super::super::progress::Position;
+        let mut t = AckTracker::new(Position::default());
+        let a = t.register(
+            Position {
+                segment: 0,
+                offset: 1,
+            },
+            2,
+        );
+        let b = t.register(
+            Position {
+                segment: 0,
+                offset: 2,
+            },
+            1,
+        );
+        ack(&mut t, &[item(1, 1, a), item(2, 1, a), item(1, 2, b)]);
+        assert_eq!(
+            t.committed(),
+            Position {
+                segment: 0,
+                offset: 2
+            }
+        );
+    }
+}

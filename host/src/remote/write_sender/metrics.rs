@@ -32,7 +32,7 @@ pub struct SenderMetrics {
     metadata_retried: IntCounterVec,
     wal_segments_lost: IntCounterVec,
     enqueue_retries: IntCounterVec,
-    resumed_skipped: IntCounterVec,
+    already_sent: IntCounterVec,
 }
 
 const LABELS: [&str; 2] = ["remote_name", "url"];
@@ -133,9 +133,9 @@ impl SenderMetrics {
                 "ember_remote_storage_enqueue_retries_total",
                 "Times the WAL reader waited because a shard queue was full.",
             )?,
-            resumed_skipped: counter(
-                "ember_remote_storage_resume_skipped_samples_total",
-                "Samples re-read after a restart and skipped because the remote had already accepted them.",
+            already_sent: counter(
+                "ember_remote_storage_samples_already_sent_total",
+                "Samples not sent again because the remote already had them: skipped when re-read after a restart, or rejected as out of order or duplicate when a request repeating them was split up.",
             )?,
         };
         if let Some(r) = registry {
@@ -160,7 +160,7 @@ impl SenderMetrics {
             r.register(Box::new(m.metadata_retried.clone()))?;
             r.register(Box::new(m.wal_segments_lost.clone()))?;
             r.register(Box::new(m.enqueue_retries.clone()))?;
-            r.register(Box::new(m.resumed_skipped.clone()))?;
+            r.register(Box::new(m.already_sent.clone()))?;
         }
         Ok(m)
     }
@@ -190,7 +190,7 @@ impl SenderMetrics {
             metadata_retried: self.metadata_retried.with_label_values(&l),
             wal_segments_lost: self.wal_segments_lost.with_label_values(&l),
             enqueue_retries: self.enqueue_retries.with_label_values(&l),
-            resumed_skipped: self.resumed_skipped.with_label_values(&l),
+            already_sent: self.already_sent.with_label_values(&l),
         }
     }
 }
@@ -219,5 +219,5 @@ pub struct QueueMetrics {
     pub metadata_retried: IntCounter,
     pub wal_segments_lost: IntCounter,
     pub enqueue_retries: IntCounter,
-    pub resumed_skipped: IntCounter,
+    pub already_sent: IntCounter,
 }

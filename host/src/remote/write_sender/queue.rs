@@ -249,7 +249,7 @@ impl Reader {
                 .set(self.highest_in_ms as f64 / 1000.0);
         }
         self.metrics.samples_dropped.inc_by(dropped);
-        self.metrics.resumed_skipped.inc_by(skipped);
+        self.metrics.already_sent.inc_by(skipped);
         let seq = self
             .setup
             .shared

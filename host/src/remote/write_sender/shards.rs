@@ -95,19 +95,22 @@ fn ack(acks: &mut AckTracker, batch: &[Item]) {
     }
 }
 
-/// Sends one batch until it is accepted or dropped; false when cancelled
-/// first (the batch stays unacknowledged and is sent again after a restart).
-async fn send_batch(shared: &Shared, batch: &[Item]) -> bool {
-    let (req, newest) = build_request(batch);
-    let body = proto::encode_request(&req);
-    let n = batch.len() as u64;
+/// Whether a 4xx answer means the request repeated samples the remote
+/// already has (Prometheus's wording; Mimir and Cortex use the same).
+fn is_repeat_rejection(msg: &str) -> bool {
+    msg.contains("out of order sample") || msg.contains("duplicate sample for timestamp")
+}
+
+/// Sends a body until it is accepted (`Some(Ok)`), rejected for good
+/// (`Some(Err)`, the remote's message), or sending is cancelled (`None`).
+async fn send_body(shared: &Shared, body: &[u8], n: u64) -> Option<Result<(), String>> {
     let mut backoff = shared.queue.min_backoff.as_duration();
     let max_backoff = shared.queue.max_backoff.as_duration();
     loop {
         let start = Instant::now();
         let result = tokio::select! {
-            _ = shared.cancel.cancelled() => return false,
-            r = shared.client.send(body.clone()) => r,
+            _ = shared.cancel.cancelled() => return None,
+            r = shared.client.send(body.to_vec()) => r,
         };
         let took = start.elapsed();
         shared.metrics.batch_duration.observe(took.as_secs_f64());
@@ -116,26 +119,10 @@ async fn send_batch(shared: &Shared, batch: &[Item]) -> bool {
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         match result {
             Ok(()) => {
-                shared.metrics.samples_sent.inc_by(n);
                 shared.metrics.bytes_sent.inc_by(body.len() as u64);
-                let highest = newest.iter().map(|(_, t, _)| *t).max().unwrap_or(i64::MIN);
-                let prev = shared.highest_sent_ms.fetch_max(highest, Ordering::Relaxed);
-                if highest > prev {
-                    shared.metrics.highest_sent.set(highest as f64 / 1000.0);
-                }
-                let mut acks = shared.acks.lock();
-                for (series, t, seq) in newest {
-                    acks.accepted(series, t, seq);
-                }
-                ack(&mut acks, batch);
-                return true;
+                return Some(Ok(()));
             }
-            Err(SendError::Drop(msg)) => {
-                shared.metrics.samples_failed.inc_by(n);
-                tracing::error!(remote_name = %shared.name, samples = n, err = %msg, "Non-recoverable error sending samples; dropped them");
-                ack(&mut shared.acks.lock(), batch);
-                return true;
-            }
+            Err(SendError::Drop(msg)) => return Some(Err(msg)),
             Err(SendError::Retry(msg)) => {
                 shared.metrics.samples_retried.inc_by(n);
                 shared.last_failure_ms.store(
@@ -144,13 +131,110 @@ async fn send_batch(shared: &Shared, batch: &[Item]) -> bool {
                 );
                 tracing::warn!(remote_name = %shared.name, samples = n, err = %msg, backoff = ?backoff, "Failed to send batch, retrying");
                 tokio::select! {
-                    _ = shared.cancel.cancelled() => return false,
+                    _ = shared.cancel.cancelled() => return None,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = next_backoff(backoff, max_backoff);
             }
         }
     }
+}
+
+/// Records samples the remote accepted.
+fn accepted(shared: &Shared, newest: &[(u64, i64, u64)], n: u64) {
+    shared.metrics.samples_sent.inc_by(n);
+    let highest = newest.iter().map(|(_, t, _)| *t).max().unwrap_or(i64::MIN);
+    let prev = shared.highest_sent_ms.fetch_max(highest, Ordering::Relaxed);
+    if highest > prev {
+        shared.metrics.highest_sent.set(highest as f64 / 1000.0);
+    }
+    let mut acks = shared.acks.lock();
+    for (series, t, seq) in newest {
+        acks.accepted(*series, *t, *seq);
+    }
+}
+
+/// Sends a batch series by series after the remote rejected it for
+/// repeating samples it has (a request accepted just before a crash is
+/// re-read after the restart; a receiver like Prometheus then rejects the
+/// whole request, new samples included). Each series' samples go one at a
+/// time until the remote takes one; the rest of that series is newer and
+/// goes in one request. False when cancelled.
+async fn send_split(shared: &Shared, batch: &[Item]) -> bool {
+    let mut by_series: Vec<Vec<Item>> = Vec::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    for it in batch {
+        let i = *index.entry(it.series).or_insert_with(|| {
+            by_series.push(Vec::new());
+            by_series.len() - 1
+        });
+        by_series[i].push(it.clone());
+    }
+    for items in by_series {
+        let mut i = 0;
+        while i < items.len() {
+            // After the first accepted sample, the rest goes at once.
+            let part = &items[i..i + 1];
+            let (req, newest) = build_request(part);
+            let body = proto::encode_request(&req);
+            match send_body(shared, &body, 1).await {
+                None => return false,
+                Some(Ok(())) => {
+                    accepted(shared, &newest, 1);
+                    i += 1;
+                    if i < items.len() {
+                        let rest = &items[i..];
+                        let (req, newest) = build_request(rest);
+                        let body = proto::encode_request(&req);
+                        let n = rest.len() as u64;
+                        match send_body(shared, &body, n).await {
+                            None => return false,
+                            Some(Ok(())) => accepted(shared, &newest, n),
+                            Some(Err(msg)) => {
+                                shared.metrics.samples_failed.inc_by(n);
+                                tracing::error!(remote_name = %shared.name, samples = n, err = %msg, "Non-recoverable error sending samples; dropped them");
+                            }
+                        }
+                    }
+                    break;
+                }
+                Some(Err(msg)) if is_repeat_rejection(&msg) => {
+                    shared.metrics.already_sent.inc();
+                    i += 1;
+                }
+                Some(Err(msg)) => {
+                    shared.metrics.samples_failed.inc();
+                    tracing::error!(remote_name = %shared.name, samples = 1, err = %msg, "Non-recoverable error sending samples; dropped them");
+                    i += 1;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Sends one batch until it is accepted or dropped; false when cancelled
+/// first (the batch stays unacknowledged and is sent again after a restart).
+async fn send_batch(shared: &Shared, batch: &[Item]) -> bool {
+    let (req, newest) = build_request(batch);
+    let body = proto::encode_request(&req);
+    let n = batch.len() as u64;
+    match send_body(shared, &body, n).await {
+        None => return false,
+        Some(Ok(())) => accepted(shared, &newest, n),
+        Some(Err(msg)) if is_repeat_rejection(&msg) => {
+            tracing::info!(remote_name = %shared.name, samples = n, "Remote already has some samples of a batch (re-read after a restart?); sending it series by series");
+            if !send_split(shared, batch).await {
+                return false;
+            }
+        }
+        Some(Err(msg)) => {
+            shared.metrics.samples_failed.inc_by(n);
+            tracing::error!(remote_name = %shared.name, samples = n, err = %msg, "Non-recoverable error sending samples; dropped them");
+        }
+    }
+    ack(&mut shared.acks.lock(), batch);
+    true
 }
 
 /// One shard: batches what arrives and sends it, until its queue is closed
@@ -303,6 +387,19 @@ mod tests {
         assert_eq!(times, vec![10, 20, 30]);
         assert_eq!(req.timeseries[1].labels[0].value, "m2");
         assert_eq!(newest, vec![(1, 30, 2), (2, 10, 0)]);
+    }
+
+    #[test]
+    fn repeated_samples_are_recognised_in_prometheus_answers() {
+        assert!(is_repeat_rejection(
+            "server returned HTTP status 400 Bad Request: out of order sample"
+        ));
+        assert!(is_repeat_rejection(
+            "server returned HTTP status 400 Bad Request: duplicate sample for timestamp"
+        ));
+        assert!(!is_repeat_rejection(
+            "server returned HTTP status 400 Bad Request: out of bounds"
+        ));
     }
 
     #[test]

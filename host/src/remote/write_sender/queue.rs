@@ -26,6 +26,9 @@ use crate::storage::wal::Record;
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// How long the reader sleeps when the WAL has nothing new.
 const IDLE_POLL: Duration = Duration::from_millis(50);
+/// How long the reader waits on a full shard before it looks at shard
+/// scaling, progress and shutdown again.
+const ENQUEUE_WAIT: Duration = Duration::from_millis(100);
 /// How long shards get to send what they hold at shutdown.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -192,14 +195,14 @@ impl Reader {
         }
     }
 
-    /// Hands a sample to its shard, waiting while that shard is full.
+    /// Hands a sample to its shard, waiting while that shard is full (the
+    /// remote is slow or down: the backlog stays in the WAL meanwhile).
     fn enqueue(&mut self, mut item: Item) -> bool {
-        let mut wait = Duration::from_millis(1);
         loop {
             let Some(shards) = &self.shards else {
                 return false;
             };
-            match shards.try_enqueue(item) {
+            match shards.enqueue(item, &self.setup.rt, ENQUEUE_WAIT) {
                 Ok(()) => {
                     self.metrics.samples_pending.inc();
                     return true;
@@ -210,8 +213,6 @@ impl Reader {
                 return false;
             }
             self.metrics.enqueue_retries.inc();
-            std::thread::sleep(wait);
-            wait = (wait * 2).min(Duration::from_millis(50));
             self.maybe_reshard();
             if self.last_save.elapsed() >= SAVE_EVERY {
                 self.save();

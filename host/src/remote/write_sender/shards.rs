@@ -313,14 +313,25 @@ impl Shards {
         self.senders.is_empty()
     }
 
-    /// Offers a sample to its shard; gives it back when that queue is full.
-    pub fn try_enqueue(&self, item: Item) -> Result<(), Item> {
-        let shard = (item.series % self.senders.len() as u64) as usize;
-        match self.senders[shard].try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(item)) => Err(item),
+    /// Hands a sample to its shard, waiting up to `wait` while that shard's
+    /// queue is full; gives the sample back if it is still full then.
+    pub fn enqueue(
+        &self,
+        item: Item,
+        rt: &tokio::runtime::Handle,
+        wait: Duration,
+    ) -> Result<(), Item> {
+        let shard = &self.senders[(item.series % self.senders.len() as u64) as usize];
+        let item = match shard.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(item)) => item,
             // A shard only stops when cancelled; the sample is sent after a restart.
-            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+        };
+        match rt.block_on(shard.send_timeout(item, wait)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(item)) => Err(item),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Ok(()),
         }
     }
 

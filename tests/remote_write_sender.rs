@@ -67,7 +67,7 @@ fn ember_config(target: &str, remote: &str) -> String {
         "global:\n  scrape_interval: 500ms\n  external_labels:\n    origin: ember-a\n\
          scrape_configs:\n- job_name: src\n  static_configs:\n  - targets: ['{target}']\n\
          remote_write:\n- url: {remote}\n  name: receiver\n  remote_timeout: 5s\n\
-         \x20 queue_config:\n    batch_send_deadline: 500ms\n    min_backoff: 50ms\n    max_backoff: 500ms\n\
+         \x20 queue_config:\n    min_shards: 2\n    batch_send_deadline: 500ms\n    min_backoff: 50ms\n    max_backoff: 500ms\n\
          \x20 metadata_config:\n    send_interval: 1s\n"
     )
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::QueueMetrics;
 use super::policy::{SHARD_UPDATE_PERIOD, ShardInputs, desired_shards};
 use super::progress::{self, AckTracker, Position, Progress};
-use super::shards::{Item, Shards, Shared};
+use super::shards::{EncodedLabels, Item, Shards, Shared};
 use super::wal_reader::{self, Step, WalReader};
 use crate::config::relabel::RelabelConfig;
 use crate::model::Labels;
@@ -34,7 +34,7 @@ pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A series as the remote sees it; `None` labels when relabeling dropped it.
 struct SeriesEntry {
-    labels: Option<Arc<[proto::Label]>>,
+    labels: Option<Arc<EncodedLabels>>,
     /// The newest segment (or checkpoint) that logged it, to forget series
     /// a checkpoint no longer carries.
     seen: u32,
@@ -60,7 +60,7 @@ pub fn remote_labels(
     labels: &Labels,
     external: &BTreeMap<String, String>,
     relabel: &[RelabelConfig],
-) -> Option<Arc<[proto::Label]>> {
+) -> Option<Vec<proto::Label>> {
     let mut map: crate::model::relabel::LabelMap = labels
         .iter()
         .map(|l| (l.name.to_string(), l.value.to_string()))
@@ -105,7 +105,8 @@ impl Reader {
             e.seen = e.seen.max(seen);
             return;
         }
-        let out = remote_labels(labels, &self.setup.external_labels, &self.setup.relabel);
+        let out = remote_labels(labels, &self.setup.external_labels, &self.setup.relabel)
+            .map(|l| Arc::new(EncodedLabels::new(&l)));
         self.series.insert(id, SeriesEntry { labels: out, seen });
     }
 

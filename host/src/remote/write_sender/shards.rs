@@ -24,7 +24,7 @@ use crate::remote::proto;
 #[derive(Clone, Debug)]
 pub struct Item {
     pub series: u64,
-    pub labels: Arc<[proto::Label]>,
+    pub labels: Arc<EncodedLabels>,
     pub t: i64,
     pub v: f64,
     /// The WAL record it came from (see [`AckTracker`]).
@@ -55,33 +55,88 @@ impl Shared {
     }
 }
 
-/// A request's series and, per series, its newest sample (timestamp, record).
-pub fn build_request(batch: &[Item]) -> (proto::WriteRequest, Vec<(u64, i64, u64)>) {
-    let mut index: HashMap<u64, usize> = HashMap::with_capacity(batch.len().min(1024));
-    let mut timeseries: Vec<proto::TimeSeries> = Vec::new();
-    let mut newest: Vec<(u64, i64, u64)> = Vec::new();
-    for it in batch {
-        let i = *index.entry(it.series).or_insert_with(|| {
-            timeseries.push(proto::TimeSeries {
-                labels: it.labels.to_vec(),
-                ..Default::default()
-            });
-            newest.push((it.series, it.t, it.seq));
-            timeseries.len() - 1
-        });
-        timeseries[i].samples.push(proto::Sample {
-            value: it.v,
-            timestamp: it.t,
-        });
-        newest[i] = (it.series, it.t, it.seq);
+/// A series' labels, already encoded as the `labels` field of a protobuf
+/// `TimeSeries`: encoded once per series, copied into every request.
+#[derive(Debug)]
+pub struct EncodedLabels(Vec<u8>);
+
+impl EncodedLabels {
+    pub fn new(labels: &[proto::Label]) -> EncodedLabels {
+        let mut buf = Vec::new();
+        for l in labels {
+            prost::encoding::message::encode(1, l, &mut buf);
+        }
+        EncodedLabels(buf)
     }
-    (
-        proto::WriteRequest {
-            timeseries,
-            metadata: vec![],
-        },
-        newest,
-    )
+}
+
+/// A request's protobuf bytes (uncompressed) and, per series, its newest
+/// sample (series, timestamp, record). Samples are grouped by series in
+/// first-seen order, each series' samples in batch order.
+pub fn encode_batch(batch: &[Item]) -> (Vec<u8>, Vec<(u64, i64, u64)>) {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+    // Group without an allocation per series: a group id per item, then a
+    // counting sort of item indices by group.
+    let mut index: HashMap<u64, u32> = HashMap::with_capacity(batch.len().min(4096));
+    let mut group_of = Vec::with_capacity(batch.len());
+    let mut first: Vec<usize> = Vec::new();
+    for (i, it) in batch.iter().enumerate() {
+        let g = *index.entry(it.series).or_insert_with(|| {
+            first.push(i);
+            (first.len() - 1) as u32
+        });
+        group_of.push(g);
+    }
+    let mut start = vec![0usize; first.len() + 1];
+    for g in &group_of {
+        start[*g as usize + 1] += 1;
+    }
+    for g in 0..first.len() {
+        start[g + 1] += start[g];
+    }
+    let mut fill = start.clone();
+    let mut order = vec![0usize; batch.len()];
+    for (i, g) in group_of.iter().enumerate() {
+        order[fill[*g as usize]] = i;
+        fill[*g as usize] += 1;
+    }
+    let sample_len = |t: i64| 1 + 8 + 1 + encoded_len_varint(t as u64);
+    let mut out = Vec::with_capacity(batch.len() * 24);
+    let mut newest = Vec::with_capacity(first.len());
+    for (g, &head) in first.iter().enumerate() {
+        let items = &order[start[g]..start[g + 1]];
+        let labels = &batch[head].labels.0;
+        let body_len = labels.len()
+            + items
+                .iter()
+                .map(|&i| {
+                    let n = sample_len(batch[i].t);
+                    1 + encoded_len_varint(n as u64) + n
+                })
+                .sum::<usize>();
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(body_len as u64, &mut out);
+        out.extend_from_slice(labels);
+        for &i in items {
+            let it = &batch[i];
+            encode_key(2, WireType::LengthDelimited, &mut out);
+            encode_varint(sample_len(it.t) as u64, &mut out);
+            // Sample.value (1, double), Sample.timestamp (2, int64).
+            out.push(0x09);
+            out.extend_from_slice(&it.v.to_bits().to_le_bytes());
+            out.push(0x10);
+            encode_varint(it.t as u64, &mut out);
+        }
+        let last = &batch[items[items.len() - 1]];
+        newest.push((last.series, last.t, last.seq));
+    }
+    (out, newest)
+}
+
+fn compress(raw: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(raw)
+        .unwrap_or_default()
 }
 
 /// Marks a batch's samples done with, by record.
@@ -175,8 +230,8 @@ async fn send_split(shared: &Shared, batch: &[Item]) -> bool {
         while i < items.len() {
             // After the first accepted sample, the rest goes at once.
             let part = &items[i..i + 1];
-            let (req, newest) = build_request(part);
-            let body = proto::encode_request(&req);
+            let (raw, newest) = encode_batch(part);
+            let body = compress(&raw);
             match send_body(shared, &body, 1).await {
                 None => return false,
                 Some(Ok(())) => {
@@ -184,8 +239,8 @@ async fn send_split(shared: &Shared, batch: &[Item]) -> bool {
                     i += 1;
                     if i < items.len() {
                         let rest = &items[i..];
-                        let (req, newest) = build_request(rest);
-                        let body = proto::encode_request(&req);
+                        let (raw, newest) = encode_batch(rest);
+                        let body = compress(&raw);
                         let n = rest.len() as u64;
                         match send_body(shared, &body, n).await {
                             None => return false,
@@ -216,8 +271,8 @@ async fn send_split(shared: &Shared, batch: &[Item]) -> bool {
 /// Sends one batch until it is accepted or dropped; false when cancelled
 /// first (the batch stays unacknowledged and is sent again after a restart).
 async fn send_batch(shared: &Shared, batch: &[Item]) -> bool {
-    let (req, newest) = build_request(batch);
-    let body = proto::encode_request(&req);
+    let (raw, newest) = encode_batch(batch);
+    let body = compress(&raw);
     let n = batch.len() as u64;
     match send_body(shared, &body, n).await {
         None => return false,
@@ -370,10 +425,10 @@ mod tests {
     fn item(series: u64, t: i64, seq: u64) -> Item {
         Item {
             series,
-            labels: Arc::from(vec![proto::Label {
+            labels: Arc::new(EncodedLabels::new(&[proto::Label {
                 name: "__name__".into(),
                 value: format!("m{series}"),
-            }]),
+            }])),
             t,
             v: t as f64,
             seq,
@@ -387,9 +442,18 @@ mod tests {
             item(2, 10, 0),
             item(1, 20, 1),
             item(1, 30, 2),
+            // Zero values and negative timestamps encode too.
+            Item {
+                t: -5,
+                v: 0.0,
+                ..item(3, 0, 3)
+            },
         ];
-        let (req, newest) = build_request(&batch);
-        assert_eq!(req.timeseries.len(), 2);
+        let (raw, newest) = encode_batch(&batch);
+        let req = <proto::WriteRequest as prost::Message>::decode(raw.as_slice()).unwrap();
+        assert_eq!(req.timeseries.len(), 3);
+        assert_eq!(req.timeseries[2].samples[0].timestamp, -5);
+        assert_eq!(req.timeseries[2].samples[0].value, 0.0);
         let times: Vec<i64> = req.timeseries[0]
             .samples
             .iter()
@@ -397,7 +461,9 @@ mod tests {
             .collect();
         assert_eq!(times, vec![10, 20, 30]);
         assert_eq!(req.timeseries[1].labels[0].value, "m2");
-        assert_eq!(newest, vec![(1, 30, 2), (2, 10, 0)]);
+        assert_eq!(newest, vec![(1, 30, 2), (2, 10, 0), (3, -5, 3)]);
+        let values: Vec<f64> = req.timeseries[0].samples.iter().map(|s| s.value).collect();
+        assert_eq!(values, vec![10.0, 20.0, 30.0]);
     }
 
     #[test]

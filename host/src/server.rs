@@ -395,10 +395,6 @@ async fn serve(
             },
         ));
     }
-    let maintenance = tokio::spawn(storage_maintenance(
-        storage.clone(),
-        control.shutdown.clone(),
-    ));
     let scraper = crate::scrape::manager::ScrapeManager::new(storage.clone(), config_dir(&flags));
     match crate::plugins::PluginManager::new(
         flags.effective_plugins_dir(),
@@ -438,6 +434,12 @@ async fn serve(
         }
     };
     remote_write.apply(&control.config().borrow().clone()).await;
+    // After the remote-write queues hold the WAL segments they still need,
+    // so a cut right after start-up does not checkpoint them away.
+    let maintenance = tokio::spawn(storage_maintenance(
+        storage.clone(),
+        control.shutdown.clone(),
+    ));
     let rule_metrics = match crate::rules::metrics::RuleMetrics::new(Some(&metrics.registry)) {
         Ok(m) => m,
         Err(err) => {

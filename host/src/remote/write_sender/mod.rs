@@ -183,6 +183,17 @@ impl RemoteWriteManager {
             last_failure_ms: AtomicI64::new(-1),
             started: Instant::now(),
         });
+        // Hold the WAL from the saved position on before anything can
+        // checkpoint; the queue moves the hold forward as it goes.
+        let progress_path = progress_file(self.storage.dir(), &name);
+        let wal_dir = self.storage.dir().join("wal");
+        let held = match progress::load(&progress_path) {
+            Ok(Some(p)) => Some(p.position.segment),
+            _ => wal_reader::end_of_wal(&wal_dir).ok().map(|p| p.segment),
+        };
+        if let Some(segment) = held {
+            self.storage.wal_holds.set(&name, segment);
+        }
         let rt = tokio::runtime::Handle::current();
         let metadata = cfg.metadata_config.send.then(|| {
             rt.spawn(send_metadata(
@@ -198,7 +209,7 @@ impl RemoteWriteManager {
             shared,
             external_labels: external.clone(),
             relabel: cfg.write_relabel_configs.clone(),
-            progress_path: progress_file(self.storage.dir(), &name),
+            progress_path,
             min_shards: q.min_shards.max(1) as usize,
             max_shards: q.max_shards.max(1) as usize,
             stop: stop.clone(),

@@ -350,15 +350,22 @@ pub fn run(setup: QueueSetup) {
             None
         }
     };
+    let end = match wal_reader::end_of_wal(&wal_dir) {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::error!(remote_name = %name, err = %err, "Cannot read the WAL; remote write is not running");
+            return;
+        }
+    };
     let start = match &saved {
+        // A position past the end belongs to another WAL (the directory was
+        // replaced); there is nothing to resume.
+        Some(p) if p.position.segment > end.segment => {
+            tracing::warn!(remote_name = %name, saved_segment = p.position.segment, wal_segment = end.segment, "Saved remote-write position is past the end of the WAL; starting at the end");
+            end
+        }
         Some(p) => p.position,
-        None => match wal_reader::end_of_wal(&wal_dir) {
-            Ok(p) => p,
-            Err(err) => {
-                tracing::error!(remote_name = %name, err = %err, "Cannot read the WAL; remote write is not running");
-                return;
-            }
-        },
+        None => end,
     };
     setup.storage.wal_holds.set(&name, start.segment);
     tracing::info!(remote_name = %name, segment = start.segment, offset = start.offset, resumed = saved.is_some(), "Starting remote-write queue");

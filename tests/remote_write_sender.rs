@@ -68,7 +68,8 @@ fn ember_config(target: &str, remote: &str) -> String {
          scrape_configs:\n- job_name: src\n  static_configs:\n  - targets: ['{target}']\n\
          remote_write:\n- url: {remote}\n  name: receiver\n  remote_timeout: 5s\n\
          \x20 queue_config:\n    min_shards: 2\n    batch_send_deadline: 500ms\n    min_backoff: 50ms\n    max_backoff: 500ms\n\
-         \x20 metadata_config:\n    send_interval: 1s\n"
+         \x20 metadata_config:\n    send_interval: 1s\n\
+         \x20 write_relabel_configs:\n  - source_labels: [__name__]\n    regex: scrape_samples_scraped\n    action: drop\n"
     )
 }
 
@@ -194,10 +195,23 @@ fn everything_scraped_arrives_even_across_a_receiver_outage() {
         metric(&ember, "ember_remote_storage_samples_failed_total"),
         0.0
     );
-    assert_eq!(
-        metric(&ember, "ember_remote_storage_samples_dropped_total"),
-        0.0
+    // write_relabel_configs dropped one series per scrape, and only that.
+    assert!(metric(&ember, "ember_remote_storage_samples_dropped_total") > 0.0);
+    assert!(
+        receiver
+            .query("scrape_samples_scraped")
+            .as_array()
+            .unwrap()
+            .is_empty()
     );
+    assert!(
+        !get_json(&ember.url("/api/v1/query?query=scrape_samples_scraped")).1["data"]["result"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let sent = receiver.query("scrape_duration_seconds");
+    assert_eq!(sent[0]["metric"]["origin"], "ember-a", "{sent}");
     assert!(metric(&ember, "ember_remote_storage_shards") >= 1.0);
     assert!(metric(&ember, "ember_remote_storage_metadata_total") > 0.0);
     let lag = metric(&ember, "ember_remote_storage_highest_timestamp_in_seconds")

@@ -506,4 +506,115 @@ mod tests {
             }
         );
     }
+
+    /// Shards against a local receiver that fails its first requests:
+    /// everything arrives, each series in order, across a restart of the
+    /// shards with another count (what resharding does), and the
+    /// committed position reaches the last record.
+    #[test]
+    fn shards_deliver_in_order_through_retries_and_resharding() {
+        use super::super::metrics::SenderMetrics;
+        use super::super::progress::Position;
+        use std::sync::atomic::AtomicUsize;
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let got: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (g, c) = (got.clone(), calls.clone());
+        rt.spawn(async move {
+            let app = axum::Router::new().route(
+                "/write",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let (g, c) = (g.clone(), c.clone());
+                    async move {
+                        if c.fetch_add(1, Ordering::SeqCst) < 2 {
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        let req = crate::remote::write_receiver::decode(&body).unwrap();
+                        let mut g = g.lock();
+                        for ts in req.timeseries {
+                            for s in ts.samples {
+                                g.push((ts.labels[0].value.clone(), s.timestamp));
+                            }
+                        }
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                }),
+            );
+            axum::serve(listener, app).await.unwrap();
+        });
+        let cfg: crate::config::remote::RemoteWriteConfig = serde_yaml::from_str(&format!(
+            "url: http://127.0.0.1:{port}/write\nqueue_config: {{capacity: 5, max_samples_per_send: 7, batch_send_deadline: 50ms, min_backoff: 10ms, max_backoff: 20ms}}\n"
+        ))
+        .unwrap();
+        let metrics = SenderMetrics::new(None).unwrap().for_remote("t", &cfg.url);
+        let shared = Arc::new(Shared {
+            name: "t".into(),
+            client: RemoteClient::new(&cfg, std::path::Path::new(".")).unwrap(),
+            queue: cfg.queue_config.clone(),
+            acks: Mutex::new(AckTracker::new(Position::default())),
+            metrics: metrics.clone(),
+            cancel: CancellationToken::new(),
+            send_nanos: AtomicU64::new(0),
+            highest_sent_ms: AtomicI64::new(i64::MIN),
+            last_failure_ms: AtomicI64::new(-1),
+            started: Instant::now(),
+        });
+        let mut t = 0;
+        let mut feed = |shards: &Shards, n: usize| {
+            for _ in 0..n {
+                t += 1;
+                let end = Position {
+                    segment: 0,
+                    offset: t as u64,
+                };
+                let seq = shared.acks.lock().register(end, 1);
+                let mut it = item((t % 5) as u64, t, seq);
+                loop {
+                    match shards.enqueue(it, rt.handle(), Duration::from_millis(10)) {
+                        Ok(()) => break,
+                        Err(back) => it = back,
+                    }
+                }
+            }
+        };
+        let shards = Shards::start(3, &shared, rt.handle());
+        feed(&shards, 60);
+        shards.stop(rt.handle(), Some(Duration::from_secs(10)), &shared.cancel);
+        let shards = Shards::start(2, &shared, rt.handle());
+        feed(&shards, 40);
+        shards.stop(rt.handle(), Some(Duration::from_secs(10)), &shared.cancel);
+
+        let got = got.lock().clone();
+        assert_eq!(got.len(), 100, "{got:?}");
+        for series in 0..5 {
+            let times: Vec<i64> = got
+                .iter()
+                .filter(|(s, _)| *s == format!("m{series}"))
+                .map(|(_, t)| *t)
+                .collect();
+            assert!(
+                times.windows(2).all(|w| w[0] < w[1]),
+                "m{series}: {times:?}"
+            );
+            assert_eq!(times.len(), 20);
+        }
+        assert!(metrics.samples_retried.get() > 0);
+        assert_eq!(metrics.samples_sent.get(), 100);
+        assert_eq!(
+            shared.acks.lock().committed(),
+            Position {
+                segment: 0,
+                offset: 100
+            }
+        );
+    }
 }

@@ -421,10 +421,6 @@ async fn serve(
             },
         ));
     }
-    let maintenance = tokio::spawn(storage_maintenance(
-        storage.clone(),
-        control.shutdown.clone(),
-    ));
     let scraper = crate::scrape::manager::ScrapeManager::new(storage.clone(), config_dir(&flags));
     match crate::plugins::PluginManager::new(
         flags.effective_plugins_dir(),
@@ -443,11 +439,31 @@ async fn serve(
         }
     }
     let _ = control.scraper.set(scraper.clone());
+    let metadata_scraper = scraper.clone();
     let scraping = tokio::spawn(scraper.run(control.config(), control.shutdown.clone()));
     tokio::spawn(crate::push::ingest::run(
         push_store.clone(),
         storage.clone(),
         control.config(),
+        control.shutdown.clone(),
+    ));
+    let remote_write = match crate::remote::write_sender::RemoteWriteManager::new(
+        storage.clone(),
+        config_dir(&flags),
+        Some(&metrics.registry),
+        Arc::new(move || scraped_metadata(&metadata_scraper)),
+    ) {
+        Ok(m) => m,
+        Err(err) => {
+            error!(err = %err, "Cannot register remote-write metrics");
+            return ExitCode::FAILURE;
+        }
+    };
+    remote_write.apply(&control.config().borrow().clone()).await;
+    // After the remote-write queues hold the WAL segments they still need,
+    // so a cut right after start-up does not checkpoint them away.
+    let maintenance = tokio::spawn(storage_maintenance(
+        storage.clone(),
         control.shutdown.clone(),
     ));
     let rule_metrics = match crate::rules::metrics::RuleMetrics::new(Some(&metrics.registry)) {
@@ -525,12 +541,18 @@ async fn serve(
         tokio::select! {
             _ = signals.hangup.recv() => {
                 rescan_plugins(&control).await;
-                let _ = reload(&flags, &config_tx, &metrics, &control).await;
+                if reload(&flags, &config_tx, &metrics, &control).await.is_ok() {
+                    remote_write.apply(&control.config().borrow().clone()).await;
+                }
                 forget_unused_plugin_instances(&control);
             }
             Some(reply) = reload_rx.recv() => {
                 rescan_plugins(&control).await;
-                let _ = reply.send(reload(&flags, &config_tx, &metrics, &control).await);
+                let result = reload(&flags, &config_tx, &metrics, &control).await;
+                if result.is_ok() {
+                    remote_write.apply(&control.config().borrow().clone()).await;
+                }
+                let _ = reply.send(result);
                 forget_unused_plugin_instances(&control);
             }
             _ = signals.terminate.recv() => {
@@ -576,6 +598,8 @@ async fn serve(
     {
         warn!("Scrape loops did not stop in time");
     }
+    // After the scrapers, so their last samples are in the WAL for next time.
+    remote_write.stop().await;
     maintenance.abort();
     if let Err(err) = storage.sync() {
         error!(err = %err, "Cannot sync the WAL at shutdown");
@@ -728,6 +752,34 @@ fn config_dir(flags: &ServerFlags) -> std::path::PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => std::path::PathBuf::from("."),
     }
+}
+
+/// The metric metadata of every active target, one entry per metric family
+/// and distinct type/help/unit, for remote write.
+fn scraped_metadata(
+    scraper: &crate::scrape::manager::ScrapeManager,
+) -> Vec<crate::remote::proto::MetricMetadata> {
+    let mut seen = std::collections::BTreeSet::new();
+    for t in scraper.targets() {
+        for (name, md) in &t.state.metadata {
+            seen.insert((
+                name.clone(),
+                md.kind.clone(),
+                md.help.clone(),
+                md.unit.clone(),
+            ));
+        }
+    }
+    seen.into_iter()
+        .map(
+            |(name, kind, help, unit)| crate::remote::proto::MetricMetadata {
+                r#type: crate::remote::write_sender::metadata_type(&kind),
+                metric_family_name: name,
+                help,
+                unit,
+            },
+        )
+        .collect()
 }
 
 /// Says out loud which accepted settings have no effect yet, so nothing

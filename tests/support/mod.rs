@@ -451,7 +451,12 @@ impl Prometheus {
     /// [`Prometheus::start`] with extra flags. Its data directory is
     /// `dir/prometheus`, so blocks backfilled there are served.
     pub fn start_with(dir: &Path, config: &str, extra: &[&str]) -> Prometheus {
-        let port = free_port();
+        Self::start_on(dir, config, free_port(), extra)
+    }
+
+    /// [`Prometheus::start_with`] on a given port, so a peer can be
+    /// stopped and started again at the same address.
+    pub fn start_on(dir: &Path, config: &str, port: u16, extra: &[&str]) -> Prometheus {
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
         let log = dir.join("prometheus.log");

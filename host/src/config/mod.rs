@@ -362,8 +362,25 @@ impl Config {
         {
             out.push("scrape_configs oauth2 (OAuth2 is not implemented in this build)");
         }
-        if !self.remote_write.is_empty() {
-            out.push("remote_write (the remote-write sender is not implemented in this build)");
+        if self
+            .remote_write
+            .iter()
+            .any(|r| r.http_client.oauth2.is_some())
+        {
+            out.push("remote_write oauth2 (OAuth2 is not implemented in this build)");
+        }
+        if self.remote_write.iter().any(|r| r.sigv4.is_some()) {
+            out.push("remote_write sigv4 (AWS signing is not implemented in this build)");
+        }
+        if self.remote_write.iter().any(|r| r.azuread.is_some()) {
+            out.push("remote_write azuread (Azure AD is not implemented in this build)");
+        }
+        if self
+            .remote_write
+            .iter()
+            .any(|r| r.send_exemplars || r.send_native_histograms)
+        {
+            out.push("remote_write send_exemplars/send_native_histograms (Ember stores neither)");
         }
         if !self.remote_read.is_empty() {
             out.push("remote_read (remote read is not implemented in this build)");

@@ -117,6 +117,56 @@ impl StorageMetrics {
     }
 }
 
+/// How many closed WAL segments a lagging follower may hold back from a
+/// checkpoint. Beyond this the WAL is truncated anyway (the follower counts
+/// and logs what it lost), so a remote that is gone for good cannot fill the
+/// disk. Segments close at 128 MiB or at every head cut, so this is at least
+/// a few block ranges at low volume and half a GiB at high volume.
+pub const MAX_HELD_WAL_SEGMENTS: u32 = 4;
+
+/// The oldest WAL segment each follower (a remote-write queue) still needs.
+/// Checkpoints do not delete those segments, within [`MAX_HELD_WAL_SEGMENTS`].
+#[derive(Debug, Default)]
+pub struct WalHolds {
+    holds: Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl WalHolds {
+    /// `who` still needs segment `segment` and all later ones.
+    pub fn set(&self, who: &str, segment: u32) {
+        self.holds.lock().insert(who.to_owned(), segment);
+    }
+
+    pub fn release(&self, who: &str) {
+        self.holds.lock().remove(who);
+    }
+
+    pub fn lowest(&self) -> Option<u32> {
+        self.holds.lock().values().min().copied()
+    }
+}
+
+/// Which segments a checkpoint taken after closing segment `closed` may
+/// replace, given the oldest segment a follower still needs: `None` when
+/// it must not replace any.
+fn checkpoint_upto(closed: u32, needed: Option<u32>) -> Option<u32> {
+    match needed {
+        Some(needed) if needed <= closed && closed - needed < MAX_HELD_WAL_SEGMENTS => {
+            needed.checked_sub(1)
+        }
+        Some(needed) if needed <= closed => {
+            tracing::warn!(
+                needed,
+                closed,
+                max_held = MAX_HELD_WAL_SEGMENTS,
+                "A remote-write queue is too far behind; truncating the WAL past what it has sent"
+            );
+            Some(closed)
+        }
+        _ => Some(closed),
+    }
+}
+
 pub struct Storage {
     dir: PathBuf,
     opts: StorageOptions,
@@ -132,6 +182,8 @@ pub struct Storage {
     /// The newest exemplars, in memory only.
     exemplars: exemplars::ExemplarStore,
     pub metrics: StorageMetrics,
+    /// WAL segments remote-write queues still need.
+    pub wal_holds: WalHolds,
 }
 
 /// A series and the time span of its samples, from the indexes alone.
@@ -246,6 +298,7 @@ impl Storage {
                 maintenance: Mutex::new(()),
                 tombstones,
                 metrics: StorageMetrics::default(),
+                wal_holds: WalHolds::default(),
             },
             report,
         ))
@@ -566,8 +619,17 @@ impl Storage {
     }
 
     /// Replaces the WAL up to now with the head's current state.
+    /// Segments a remote-write queue still needs are kept (see [`WalHolds`]);
+    /// the checkpoint then replaces fewer segments, or none.
     fn checkpoint(&self) -> Result<(), StorageError> {
         let closed = self.wal.lock().rotate()?;
+        let wal_dir = self.dir.join("wal");
+        let Some(upto) = checkpoint_upto(closed, self.wal_holds.lowest()) else {
+            return Ok(());
+        };
+        if wal::newest_checkpoint(&wal_dir)?.is_some_and(|(n, _)| n >= upto) {
+            return Ok(());
+        }
         // Copied in slices so commits are not blocked for the whole write.
         const CHUNK: usize = 10_000;
         let mut records = Vec::new();
@@ -596,7 +658,7 @@ impl Storage {
             }
             from += CHUNK;
         }
-        wal::write_checkpoint(&self.dir.join("wal"), closed, records)?;
+        wal::write_checkpoint(&wal_dir, upto, records)?;
         Ok(())
     }
 

@@ -463,3 +463,42 @@ fn deletions_hidden_cut_away_cleaned_and_snapshotted() {
         block_end / 100
     );
 }
+
+#[test]
+fn checkpoints_keep_segments_a_wal_follower_still_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wal_dir = tmp.path().join("wal");
+    let storage = open_small(tmp.path(), None, None);
+    storage.wal_holds.set("remote", 0);
+    ingest(&storage, 0, 5000);
+    storage.run_maintenance().unwrap();
+    assert!(
+        wal::list_segments(&wal_dir).unwrap().contains(&0),
+        "a held segment survives the cut"
+    );
+    // Released: the next checkpoint replaces it.
+    storage.wal_holds.release("remote");
+    ingest(&storage, 5000, 8000);
+    storage.run_maintenance().unwrap();
+    assert!(!wal::list_segments(&wal_dir).unwrap().contains(&0));
+    drop(storage);
+    let storage = open_small(tmp.path(), None, None);
+    assert_eq!(count_samples(&storage), 80 * 10);
+}
+
+#[test]
+fn a_follower_too_far_behind_does_not_hold_the_wal_forever() {
+    assert_eq!(checkpoint_upto(5, None), Some(5));
+    assert_eq!(checkpoint_upto(5, Some(3)), Some(2));
+    assert_eq!(
+        checkpoint_upto(5, Some(0)),
+        Some(5),
+        "more than the limit behind"
+    );
+    assert_eq!(checkpoint_upto(2, Some(0)), None, "needs the first segment");
+    assert_eq!(
+        checkpoint_upto(5, Some(9)),
+        Some(5),
+        "ahead of the closed segment"
+    );
+}

@@ -74,7 +74,7 @@ pub struct ReplayReport {
     pub corruption: Option<Corruption>,
 }
 
-fn segment_path(dir: &Path, n: u32) -> PathBuf {
+pub fn segment_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{n:08}"))
 }
 
@@ -113,6 +113,27 @@ fn latest_checkpoint(dir: &Path) -> Result<Option<(u32, PathBuf)>, WalError> {
             {
                 best = Some((n, entry.path()));
             }
+        }
+    }
+    Ok(best)
+}
+
+/// The newest complete checkpoint's number and directory, without touching
+/// anything: for readers that follow the log while the server writes it.
+pub fn newest_checkpoint(dir: &Path) -> Result<Option<(u32, PathBuf)>, WalError> {
+    let mut best: Option<(u32, PathBuf)> = None;
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("checkpoint."))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| n > *b) {
+            best = Some((n, entry.path()));
         }
     }
     Ok(best)
@@ -270,6 +291,50 @@ pub fn disk_size(dir: &Path) -> u64 {
         }
     }
     walk(dir)
+}
+
+/// A frame as a log follower sees it: a record, or a record type this build
+/// does not know (written by a newer version), which it skips.
+#[derive(Debug)]
+pub enum Frame {
+    Record(Record),
+    Unknown(u8),
+}
+
+/// Why [`next_frame`] returned no frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The buffer ends inside a frame: the writer may not be done with it.
+    Incomplete,
+    /// The frame is damaged.
+    Corrupt(String),
+}
+
+/// Reads the frame at the start of `buf` and its length in bytes. Unlike
+/// replay, a well-framed record of an unknown type is not damage.
+pub fn next_frame(buf: &[u8]) -> Result<(Frame, usize), FrameError> {
+    if buf.len() < FRAME_HEADER + 1 {
+        return Err(FrameError::Incomplete);
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if len == 0 || len > MAX_RECORD_SIZE {
+        return Err(FrameError::Corrupt(format!("invalid record length {len}")));
+    }
+    if buf.len() < FRAME_HEADER + len {
+        return Err(FrameError::Incomplete);
+    }
+    let body = &buf[FRAME_HEADER..FRAME_HEADER + len];
+    if crc32c::crc32c(body) != crc {
+        return Err(FrameError::Corrupt("checksum mismatch".into()));
+    }
+    match decode(body) {
+        Some(record) => Ok((Frame::Record(record), FRAME_HEADER + len)),
+        None if matches!(body[0], TYPE_SERIES | TYPE_SAMPLES) => {
+            Err(FrameError::Corrupt("undecodable record".into()))
+        }
+        None => Ok((Frame::Unknown(body[0]), FRAME_HEADER + len)),
+    }
 }
 
 fn read_frame(buf: &[u8]) -> Result<(Record, usize), String> {

@@ -1,0 +1,302 @@
+//! Remote-write sender throughput: Ember vs Prometheus 2.42 sending the
+//! same samples to the same receiver.
+//!
+//! ```text
+//! cargo bench --bench remote_write -- [--series N] [--samples K] [--only ember|prometheus]
+//! ```
+//!
+//! Each server runs with `--web.enable-remote-write-receiver` and a
+//! `remote_write` entry pointing at an in-process sink. The benchmark
+//! pushes N series × K samples (timestamps 1 s apart, newer than the
+//! server's start, values of a random-walk gauge) into the server while
+//! the sink answers 503, so the samples pile up in the server's WAL. Then
+//! the sink opens and we measure, until it has counted every sample:
+//! - wall time (throughput in samples per second);
+//! - the server's CPU time (`/proc/<pid>/stat`, utime+stime), per million
+//!   samples sent;
+//! - compressed bytes per sample received.
+//!
+//! Both get the same queue_config (capacity 10000, min/max shards 1/50,
+//! max_samples_per_send 2000, batch_send_deadline 5s, backoff 30ms–100ms).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{agent, free_port, send_round, wait_ready};
+use ember::remote::proto;
+
+struct Args {
+    series: usize,
+    samples: usize,
+    only: Option<String>,
+    dir: PathBuf,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        series: 10_000,
+        samples: 100,
+        only: None,
+        dir: std::env::temp_dir().join("ember-bench-remote-write"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--series" => a.series = it.next().and_then(|v| v.parse().ok()).expect("--series N"),
+            "--samples" => a.samples = it.next().and_then(|v| v.parse().ok()).expect("--samples K"),
+            "--only" => a.only = it.next(),
+            "--dir" => a.dir = it.next().map(PathBuf::from).expect("--dir DIR"),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+/// The receiving end: counts samples and bytes of accepted requests;
+/// answers 503 while closed.
+#[derive(Default)]
+struct Sink {
+    open: AtomicBool,
+    samples: AtomicU64,
+    bytes: AtomicU64,
+    requests: AtomicU64,
+}
+
+fn start_sink(sink: Arc<Sink>) -> u16 {
+    let port = free_port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/write",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let sink = sink.clone();
+                    async move {
+                        if !sink.open.load(Ordering::SeqCst) {
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        let Ok(req) = ember::remote::write_receiver::decode(&body) else {
+                            return axum::http::StatusCode::BAD_REQUEST;
+                        };
+                        let n: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
+                        sink.samples.fetch_add(n as u64, Ordering::SeqCst);
+                        sink.bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
+                        sink.requests.fetch_add(1, Ordering::SeqCst);
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind sink");
+            axum::serve(listener, app).await.expect("serve sink");
+        });
+    });
+    port
+}
+
+fn config(sink_port: u16) -> String {
+    format!(
+        "global: {{}}\nremote_write:\n  - url: http://127.0.0.1:{sink_port}/write\n    name: bench\n    \
+         queue_config:\n      capacity: 10000\n      min_shards: 1\n      max_shards: 50\n      \
+         max_samples_per_send: 2000\n      batch_send_deadline: 5s\n      min_backoff: 30ms\n      \
+         max_backoff: 100ms\n    metadata_config:\n      send: false\n"
+    )
+}
+
+fn start(name: &str, dir: &Path, config_text: &str, port: u16) -> Child {
+    std::fs::create_dir_all(dir).expect("dir");
+    let cfg = dir.join("config.yml");
+    std::fs::write(&cfg, config_text).expect("config");
+    let mut c = if name == "ember" {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ember"));
+        c.arg("--push.listen-address=").arg("--sql.listen-address=");
+        c
+    } else {
+        Command::new("prometheus")
+    };
+    c.arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server")
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        / 100.0
+}
+
+fn metric(port: u16, name: &str) -> f64 {
+    let Ok(mut r) = agent()
+        .get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+    else {
+        return 0.0;
+    };
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Requests of 10 samples per series each, in time order.
+fn payloads(series: usize, samples: usize, t0: i64) -> Vec<Vec<u8>> {
+    let per_request = 10;
+    let mut out = Vec::new();
+    let mut state: Vec<f64> = (0..series).map(|i| (i % 100) as f64).collect();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for start in (0..samples).step_by(per_request) {
+        let end = (start + per_request).min(samples);
+        let timeseries = (0..series)
+            .map(|s| proto::TimeSeries {
+                labels: vec![
+                    proto::Label {
+                        name: "__name__".into(),
+                        value: format!("bench_gauge_{}", s % 50),
+                    },
+                    proto::Label {
+                        name: "instance".into(),
+                        value: format!("host-{}", s / 100),
+                    },
+                    proto::Label {
+                        name: "job".into(),
+                        value: "node".into(),
+                    },
+                    proto::Label {
+                        name: "series".into(),
+                        value: s.to_string(),
+                    },
+                ],
+                samples: (start..end)
+                    .map(|j| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        state[s] += ((rng % 200) as f64 - 100.0) / 100.0;
+                        proto::Sample {
+                            value: (state[s] * 100.0).round() / 100.0,
+                            timestamp: t0 + j as i64 * 1000,
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        out.push(proto::encode_request(&proto::WriteRequest {
+            timeseries,
+            metadata: vec![],
+        }));
+    }
+    out
+}
+
+fn main() {
+    let a = args();
+    let total = (a.series * a.samples) as u64;
+    let sink = Arc::new(Sink::default());
+    let sink_port = start_sink(sink.clone());
+    println!(
+        "{} series × {} samples = {total} samples, queued while the receiver is down, then drained",
+        a.series, a.samples
+    );
+    for (name, appended) in [
+        ("ember", "ember_tsdb_head_samples_appended_total"),
+        ("prometheus", "prometheus_tsdb_head_samples_appended_total"),
+    ] {
+        if a.only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
+        let dir = a.dir.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        sink.open.store(false, Ordering::SeqCst);
+        sink.samples.store(0, Ordering::SeqCst);
+        sink.bytes.store(0, Ordering::SeqCst);
+        sink.requests.store(0, Ordering::SeqCst);
+        let port = free_port();
+        let mut child = start(name, &dir, &config(sink_port), port);
+        wait_ready(port, &mut child, Duration::from_secs(60));
+        // Prometheus only sends samples newer than its queue's start.
+        let t0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+            + 1000;
+        let bodies = Arc::new(payloads(a.series, a.samples, t0));
+        send_round(&bodies, &format!("http://127.0.0.1:{port}/api/v1/write"), 1);
+        let pushed = Instant::now();
+        while metric(port, appended) < total as f64 {
+            assert!(
+                pushed.elapsed() < Duration::from_secs(120),
+                "{name}: pushed samples not appended"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Let the sender read what it can and block on the closed sink.
+        std::thread::sleep(Duration::from_secs(3));
+        let cpu0 = cpu_seconds(child.id());
+        let started = Instant::now();
+        sink.open.store(true, Ordering::SeqCst);
+        while sink.samples.load(Ordering::SeqCst) < total {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "{name}: only {} of {total} samples arrived",
+                sink.samples.load(Ordering::SeqCst)
+            );
+            assert!(child.try_wait().expect("wait").is_none(), "{name} exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let took = started.elapsed();
+        let cpu = cpu_seconds(child.id()) - cpu0;
+        let batch = format!("{name}_remote_storage_sent_batch_duration_seconds");
+        let send_seconds = metric(port, &format!("{batch}_sum"));
+        let sends = metric(port, &format!("{batch}_count"));
+        let shards = metric(port, &format!("{name}_remote_storage_shards"));
+        let got = sink.samples.load(Ordering::SeqCst);
+        let bytes = sink.bytes.load(Ordering::SeqCst);
+        println!(
+            "{name}: {got} samples in {:.2}s = {:.0} samples/s, {:.2} CPU s ({:.2} CPU s per million), \
+             {:.2} bytes/sample over {} requests (mean send {:.1} ms, {} shards at the end)",
+            took.as_secs_f64(),
+            got as f64 / took.as_secs_f64(),
+            cpu,
+            cpu / (got as f64 / 1e6),
+            bytes as f64 / got as f64,
+            sink.requests.load(Ordering::SeqCst),
+            send_seconds / sends.max(1.0) * 1000.0,
+            shards,
+        );
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let _ = child.wait();
+    }
+}

@@ -260,6 +260,12 @@ async fn serve(
         retention_bytes: flags.retention_size.filter(|s| *s > 0),
     };
     let evaluation_interval_ms = config.global.evaluation_interval.as_millis() as i64;
+    // Object storage is set up once; a reload does not move the bucket.
+    let object_store = config
+        .storage
+        .object_store
+        .clone()
+        .map(|c| (c, config.global.external_labels.clone()));
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(8);
     let control = Arc::new(Control {
@@ -399,6 +405,34 @@ async fn serve(
         storage.clone(),
         control.shutdown.clone(),
     ));
+    let shipping = match object_store {
+        Some((cfg, external_labels)) => {
+            let dir = flags.storage_path.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                crate::storage::bucket::ObjectStorage::open(&cfg, external_labels, &dir)
+            })
+            .await;
+            let os = match opened {
+                Ok(Ok(os)) => Arc::new(os),
+                Ok(Err(err)) => {
+                    error!(err = %err, "Cannot set up object storage");
+                    return ExitCode::FAILURE;
+                }
+                Err(err) => {
+                    error!(err = %err, "Object storage set-up task failed");
+                    return ExitCode::FAILURE;
+                }
+            };
+            info!(bucket = %os.bucket.name(), upload = os.settings.upload, global_view = os.settings.global_view, "Using object storage for blocks");
+            storage.attach_bucket(os.clone());
+            Some(tokio::spawn(ship_blocks(
+                storage.clone(),
+                os,
+                control.shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let scraper = crate::scrape::manager::ScrapeManager::new(storage.clone(), config_dir(&flags));
     match crate::plugins::PluginManager::new(
         flags.effective_plugins_dir(),
@@ -528,6 +562,9 @@ async fn serve(
         warn!("Scrape loops did not stop in time");
     }
     maintenance.abort();
+    if let Some(shipping) = shipping {
+        shipping.abort();
+    }
     if let Err(err) = storage.sync() {
         error!(err = %err, "Cannot sync the WAL at shutdown");
     }
@@ -670,6 +707,35 @@ async fn storage_maintenance(storage: Arc<Storage>, shutdown: CancellationToken)
             Ok(Ok(())) => {}
             Ok(Err(err)) => error!(err = %err, "Storage maintenance failed; will retry"),
             Err(err) => error!(err = %err, "Storage maintenance task failed; will retry"),
+        }
+    }
+}
+
+/// Uploads blocks to object storage and refreshes the list of remote
+/// blocks every `sync_interval`; a failed round is retried at the next.
+async fn ship_blocks(
+    storage: Arc<Storage>,
+    os: Arc<crate::storage::bucket::ObjectStorage>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(os.settings.sync_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let (s, o) = (storage.clone(), os.clone());
+        match tokio::task::spawn_blocking(move || {
+            crate::storage::bucket::shipper::ship_once(&s, &o)
+        })
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                warn!(bucket = %os.bucket.name(), err = %err, "Object storage sync failed; local blocks are kept and the upload is retried")
+            }
+            Err(err) => error!(err = %err, "Object storage sync task failed; will retry"),
         }
     }
 }

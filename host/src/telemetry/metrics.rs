@@ -21,6 +21,7 @@ pub struct Metrics {
     pub head_cuts: prometheus::IntCounter,
     pub compactions: prometheus::IntCounter,
     pub retention_deletions: prometheus::IntCounter,
+    pub bucket: BucketMetrics,
 }
 
 /// Raises a registry counter to a total the storage keeps itself.
@@ -110,7 +111,10 @@ impl Metrics {
         )?;
         registry.register(Box::new(retention_deletions.clone()))?;
 
+        let bucket = BucketMetrics::new(&registry)?;
+
         Ok(Metrics {
+            bucket,
             blocks_loaded,
             head_cuts,
             compactions,
@@ -140,6 +144,9 @@ impl Metrics {
             m.blocks_deleted_by_retention.load(Relaxed),
         );
         self.blocks_loaded.set(storage.blocks().len() as i64);
+        if let Some(os) = storage.bucket() {
+            self.bucket.observe(os);
+        }
     }
 
     /// The registry in Prometheus text format 0.0.4.
@@ -147,5 +154,117 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// Object storage (`storage.object_store`): uploads, bucket listings, the
+/// remote read cache. Registered always, zero without a bucket.
+#[derive(Clone)]
+pub struct BucketMetrics {
+    uploads: prometheus::IntCounter,
+    upload_failures: prometheus::IntCounter,
+    syncs: prometheus::IntCounter,
+    sync_failures: prometheus::IntCounter,
+    local_removed: prometheus::IntCounter,
+    sources_deleted: prometheus::IntCounter,
+    query_failures: prometheus::IntCounter,
+    cache_requests: IntCounterVec,
+    cache_evictions: prometheus::IntCounter,
+    cache_bytes: IntGauge,
+    remote_blocks: IntGauge,
+    last_sync: IntGauge,
+}
+
+impl BucketMetrics {
+    fn new(registry: &Registry) -> Result<BucketMetrics, prometheus::Error> {
+        let counter =
+            |name: &str, help: &str| -> Result<prometheus::IntCounter, prometheus::Error> {
+                let c = prometheus::IntCounter::new(name, help)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "ember_objstore_cache_requests_total",
+                "Chunk reads of remote blocks, by whether the local cache had them.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(cache_requests.clone()))?;
+        Ok(BucketMetrics {
+            uploads: counter(
+                "ember_objstore_uploads_total",
+                "Blocks uploaded to object storage and verified.",
+            )?,
+            upload_failures: counter(
+                "ember_objstore_upload_failures_total",
+                "Block uploads that failed (retried at the next sync).",
+            )?,
+            syncs: counter("ember_objstore_syncs_total", "Listings of the bucket.")?,
+            sync_failures: counter(
+                "ember_objstore_sync_failures_total",
+                "Listings of the bucket that failed.",
+            )?,
+            local_removed: counter(
+                "ember_objstore_local_blocks_removed_total",
+                "Uploaded blocks removed locally past the local retention.",
+            )?,
+            sources_deleted: counter(
+                "ember_objstore_replaced_blocks_deleted_total",
+                "Blocks deleted from the bucket because an uploaded compacted block replaces them.",
+            )?,
+            query_failures: counter(
+                "ember_objstore_query_block_failures_total",
+                "Remote block reads left out of a query answer because the bucket failed.",
+            )?,
+            cache_requests,
+            cache_evictions: counter(
+                "ember_objstore_cache_evictions_total",
+                "Chunks evicted from the remote block cache.",
+            )?,
+            cache_bytes: gauge(
+                "ember_objstore_cache_bytes",
+                "Bytes of remote block data in the local cache.",
+            )?,
+            remote_blocks: gauge(
+                "ember_objstore_remote_blocks",
+                "Complete blocks in the bucket at the last listing.",
+            )?,
+            last_sync: gauge(
+                "ember_objstore_last_successful_sync_timestamp_seconds",
+                "When the bucket was last listed successfully.",
+            )?,
+        })
+    }
+
+    fn observe(&self, os: &crate::storage::bucket::ObjectStorage) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &os.metrics;
+        catch_up(&self.uploads, m.uploads.load(Relaxed));
+        catch_up(&self.upload_failures, m.upload_failures.load(Relaxed));
+        catch_up(&self.syncs, m.syncs.load(Relaxed));
+        catch_up(&self.sync_failures, m.sync_failures.load(Relaxed));
+        catch_up(&self.local_removed, m.local_blocks_removed.load(Relaxed));
+        catch_up(&self.sources_deleted, m.sources_deleted.load(Relaxed));
+        catch_up(&self.query_failures, m.query_failures.load(Relaxed));
+        let c = &os.cache.metrics;
+        catch_up(
+            &self.cache_requests.with_label_values(&["hit"]),
+            c.hits.load(Relaxed),
+        );
+        catch_up(
+            &self.cache_requests.with_label_values(&["miss"]),
+            c.misses.load(Relaxed),
+        );
+        catch_up(&self.cache_evictions, c.evictions.load(Relaxed));
+        self.cache_bytes.set(os.cache.used() as i64);
+        self.remote_blocks.set(os.remote_blocks().len() as i64);
+        self.last_sync
+            .set(m.last_sync_success_seconds.load(Relaxed));
     }
 }

@@ -270,3 +270,126 @@ impl ObjectStorage {
         self.remote.write().retain(|b| b.meta.ulid != ulid);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Matcher, Sample};
+    use crate::storage::block::{BlockCompaction, write_block};
+    use crate::storage::{SeriesSamples, Storage, StorageOptions};
+
+    fn data(from: i64, to: i64) -> Vec<SeriesSamples> {
+        (0..3)
+            .map(|i| {
+                let labels =
+                    Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]).unwrap();
+                SeriesSamples {
+                    id: labels.stable_hash(),
+                    labels,
+                    samples: (from..to)
+                        .step_by(1000)
+                        .map(|t| Sample { t, v: t as f64 })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn config(bucket: &Path, extra: &str) -> ObjectStoreConfig {
+        serde_yaml::from_str(&format!(
+            "type: filesystem\ndirectory: {}\n{extra}",
+            bucket.display()
+        ))
+        .unwrap()
+    }
+
+    fn count(storage: &Storage) -> usize {
+        storage
+            .select(&[Matcher::eq("__name__", "m")], i64::MIN, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|s| s.samples.len())
+            .sum()
+    }
+
+    #[test]
+    fn ship_read_back_and_replace_by_compacted_block() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bucket = tmp.path().join("bucket");
+        let dir = tmp.path().join("a");
+        std::fs::create_dir_all(&dir).unwrap();
+        let level1 = BlockCompaction {
+            level: 1,
+            sources: vec![],
+        };
+        let b1 = write_block(&dir, &data(0, 100_000), 0, 100_000, level1.clone()).unwrap();
+        let b2 = write_block(&dir, &data(100_000, 200_000), 100_000, 200_000, level1).unwrap();
+        let (storage, _) = Storage::open(&dir, StorageOptions::default(), |_| {}).unwrap();
+        let os = Arc::new(
+            ObjectStorage::open(
+                &config(&bucket, "local_retention: 0s\n"),
+                BTreeMap::new(),
+                &dir,
+            )
+            .unwrap(),
+        );
+        storage.attach_bucket(os.clone());
+        let report = shipper::ship_once(&storage, &os).unwrap();
+        assert_eq!(
+            (report.uploaded, report.local_removed),
+            (2, 2),
+            "{report:?}"
+        );
+        assert!(storage.blocks().is_empty());
+        assert_eq!(os.remote_blocks().len(), 2);
+        // Everything now comes from the bucket, pruned reads included.
+        assert_eq!(count(&storage), 600);
+        let one = storage
+            .select(&[Matcher::eq("i", "1")], 150_000, 160_000)
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].samples.len(), 11);
+
+        // Files without meta.json are not a block.
+        let stray = bucket.join("01ARZ3NDEKTSV4RRFFQ69G5FAV");
+        std::fs::create_dir_all(&stray).unwrap();
+        std::fs::write(stray.join("samples.parquet"), b"partial").unwrap();
+        os.sync_catalog().unwrap();
+        assert_eq!(os.remote_blocks().len(), 2);
+
+        // A compacted block of both, uploaded from elsewhere by the same
+        // server identity, replaces them in the bucket.
+        let dir2 = tmp.path().join("b");
+        std::fs::create_dir_all(&dir2).unwrap();
+        write_block(
+            &dir2,
+            &data(0, 200_000),
+            0,
+            200_000,
+            BlockCompaction {
+                level: 2,
+                sources: vec![b1.ulid.clone(), b2.ulid.clone()],
+            },
+        )
+        .unwrap();
+        let (storage2, _) = Storage::open(&dir2, StorageOptions::default(), |_| {}).unwrap();
+        let os2 = ObjectStorage::open(&config(&bucket, ""), BTreeMap::new(), &dir2).unwrap();
+        // Its local compacted block covers both remote ones: reads skip them.
+        os2.sync_catalog().unwrap();
+        assert_eq!(os2.remote_blocks().len(), 2);
+        assert!(
+            os2.blocks_for_query(&storage2.blocks(), i64::MIN, i64::MAX)
+                .is_empty()
+        );
+        let report = shipper::ship_once(&storage2, &os2).unwrap();
+        assert_eq!(
+            (report.uploaded, report.sources_deleted),
+            (1, 2),
+            "{report:?}"
+        );
+        assert!(!bucket.join(&b1.ulid).join("meta.json").exists());
+        os.sync_catalog().unwrap();
+        assert_eq!(os.remote_blocks().len(), 1);
+        assert_eq!(count(&storage), 600);
+    }
+}

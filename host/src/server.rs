@@ -649,6 +649,18 @@ async fn reload(
     let result = match loaded {
         Ok((config, rules)) => {
             warn_unimplemented(&config);
+            {
+                let old = config_tx.borrow();
+                let bucket_changed = old.storage.object_store != config.storage.object_store
+                    || (config.storage.object_store.is_some()
+                        && old.global.external_labels != config.global.external_labels);
+                if bucket_changed {
+                    warn!(
+                        "storage.object_store or the external labels its uploads carry changed; \
+                         the bucket keeps its start-up settings until Ember is restarted"
+                    );
+                }
+            }
             if let Some(notifier) = control.notifier() {
                 notifier.apply(&config);
             }

@@ -49,7 +49,9 @@ pub struct ObjectStoreConfig {
     /// uploaded blocks until the normal retention removes them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_retention: Option<PromDuration>,
-    /// Bytes of remote block data kept on local disk for queries.
+    /// Bytes of remote block data kept on local disk for queries;
+    /// `cache_size` in the file, shown back as `<n>B`.
+    #[serde(rename = "cache_size", serialize_with = "bytes_with_unit")]
     pub cache_size_bytes: u64,
     /// How often the bucket is listed and pending blocks are uploaded.
     pub sync_interval: PromDuration,
@@ -89,6 +91,10 @@ struct RawObjectStore {
     global_view: bool,
     #[serde(default)]
     replica_labels: Vec<String>,
+}
+
+fn bytes_with_unit<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{n}B"))
 }
 
 pub const DEFAULT_CACHE_SIZE_BYTES: u64 = 1 << 30;
@@ -220,5 +226,8 @@ mod tests {
         let c = parse("type: s3\nbucket: b\naccess_key_id: a\nsecret_access_key: hush\n").unwrap();
         let text = serde_yaml::to_string(&c).unwrap();
         assert!(!text.contains("hush"), "{text}");
+        // What the status page shows loads again (secret aside).
+        let again = parse(&text.replace("<secret>", "x")).unwrap();
+        assert_eq!(again.cache_size_bytes, c.cache_size_bytes);
     }
 }

@@ -278,8 +278,8 @@ impl Storage {
         self.bucket.get()
     }
 
-    /// The labels a global view adds to this server's own series, if one
-    /// is configured.
+    /// The attached bucket, if it serves a global view (external labels
+    /// on every series, replicas merged).
     fn global_view(&self) -> Option<&Arc<bucket::ObjectStorage>> {
         self.bucket.get().filter(|b| b.settings.global_view)
     }

@@ -67,9 +67,11 @@ fi
 # Python packages (module:PyPI name): pyarrow reads Ember's Parquet blocks;
 # prometheus_client is the official client library, a real OpenMetrics
 # producer and Pushgateway client; psycopg is a real PostgreSQL client for the
-# SQL listener; duckdb reads blocks directly to cross-check SQL answers.
+# SQL listener; duckdb reads blocks directly to cross-check SQL answers;
+# moto in server mode is the S3-compatible bucket of the object storage
+# tests (boto3, which comes with it, lists and downloads the bucket).
 if [ "$purpose" = test ]; then
-  for entry in pyarrow:pyarrow prometheus_client:prometheus_client "psycopg:psycopg[binary]" duckdb:duckdb; do
+  for entry in pyarrow:pyarrow prometheus_client:prometheus_client "psycopg:psycopg[binary]" duckdb:duckdb "moto.server:moto[server]" boto3:boto3; do
     module="${entry%%:*}"
     package="${entry#*:}"
     if ! python3 -c "import $module" >/dev/null 2>&1; then

@@ -267,6 +267,12 @@ async fn serve(
         max_exemplars: max_exemplars(&config),
     };
     let evaluation_interval_ms = config.global.evaluation_interval.as_millis() as i64;
+    // Object storage is set up once; a reload does not move the bucket.
+    let object_store = config
+        .storage
+        .object_store
+        .clone()
+        .map(|c| (c, config.global.external_labels.clone()));
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(8);
     let control = Arc::new(Control {
@@ -421,6 +427,34 @@ async fn serve(
             },
         ));
     }
+    let shipping = match object_store {
+        Some((cfg, external_labels)) => {
+            let dir = flags.storage_path.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                crate::storage::bucket::ObjectStorage::open(&cfg, external_labels, &dir)
+            })
+            .await;
+            let os = match opened {
+                Ok(Ok(os)) => Arc::new(os),
+                Ok(Err(err)) => {
+                    error!(err = %err, "Cannot set up object storage");
+                    return ExitCode::FAILURE;
+                }
+                Err(err) => {
+                    error!(err = %err, "Object storage set-up task failed");
+                    return ExitCode::FAILURE;
+                }
+            };
+            info!(bucket = %os.bucket.name(), upload = os.settings.upload, global_view = os.settings.global_view, "Using object storage for blocks");
+            storage.attach_bucket(os.clone());
+            Some(tokio::spawn(ship_blocks(
+                storage.clone(),
+                os,
+                control.shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let scraper = crate::scrape::manager::ScrapeManager::new(storage.clone(), config_dir(&flags));
     match crate::plugins::PluginManager::new(
         flags.effective_plugins_dir(),
@@ -601,6 +635,9 @@ async fn serve(
     // After the scrapers, so their last samples are in the WAL for next time.
     remote_write.stop().await;
     maintenance.abort();
+    if let Some(shipping) = shipping {
+        shipping.abort();
+    }
     if let Err(err) = storage.sync() {
         error!(err = %err, "Cannot sync the WAL at shutdown");
     }
@@ -712,6 +749,18 @@ async fn reload(
     let result = match loaded {
         Ok((config, rules)) => {
             warn_unimplemented(&config);
+            {
+                let old = config_tx.borrow();
+                let bucket_changed = old.storage.object_store != config.storage.object_store
+                    || (config.storage.object_store.is_some()
+                        && old.global.external_labels != config.global.external_labels);
+                if bucket_changed {
+                    warn!(
+                        "storage.object_store or the external labels its uploads carry changed; \
+                         the bucket keeps its start-up settings until Ember is restarted"
+                    );
+                }
+            }
             if let Some(notifier) = control.notifier() {
                 notifier.apply(&config);
             }
@@ -810,6 +859,35 @@ async fn storage_maintenance(storage: Arc<Storage>, shutdown: CancellationToken)
             Ok(Ok(())) => {}
             Ok(Err(err)) => error!(err = %err, "Storage maintenance failed; will retry"),
             Err(err) => error!(err = %err, "Storage maintenance task failed; will retry"),
+        }
+    }
+}
+
+/// Uploads blocks to object storage and refreshes the list of remote
+/// blocks every `sync_interval`; a failed round is retried at the next.
+async fn ship_blocks(
+    storage: Arc<Storage>,
+    os: Arc<crate::storage::bucket::ObjectStorage>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(os.settings.sync_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let (s, o) = (storage.clone(), os.clone());
+        match tokio::task::spawn_blocking(move || {
+            crate::storage::bucket::shipper::ship_once(&s, &o)
+        })
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                warn!(bucket = %os.bucket.name(), err = %err, "Object storage sync failed; local blocks are kept and the upload is retried")
+            }
+            Err(err) => error!(err = %err, "Object storage sync task failed; will retry"),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod duration;
 pub mod http_client;
 pub mod labels;
 pub mod notifications;
+pub mod object_store;
 pub mod relabel;
 pub mod remote;
 pub mod scrape;
@@ -130,6 +131,9 @@ pub struct StorageConfig {
     pub tsdb: TsdbConfig,
     #[serde(default, deserialize_with = "nullable")]
     pub exemplars: ExemplarsConfig,
+    /// Ember's own: blocks shipped to and read from a bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<object_store::ObjectStoreConfig>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]

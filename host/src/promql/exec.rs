@@ -240,10 +240,22 @@ impl PromExec {
                 mint,
                 maxt,
             } => {
+                let mut partial = Vec::new();
                 let selected = env
                     .storage
-                    .select(matchers, *mint, *maxt)
+                    .select_reporting(matchers, *mint, *maxt, &mut partial)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                // Storage warnings (a remote block left out) are not PromQL
+                // annotations: plain text without a position, as Prometheus
+                // reports remote-read failures.
+                if !partial.is_empty() {
+                    let mut all = env.annotations.lock();
+                    for w in partial {
+                        if !all.warnings.contains(&w) {
+                            all.warnings.push(w);
+                        }
+                    }
+                }
                 let n: usize = selected.iter().map(|s| s.samples.len()).sum();
                 env.account(n).map_err(df_err)?;
                 selected

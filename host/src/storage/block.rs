@@ -98,6 +98,27 @@ pub struct BlockMeta {
     pub compaction: BlockCompaction,
     pub version: u32,
     pub format: String,
+    /// Added when the block is uploaded to object storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped: Option<ShippedMeta>,
+}
+
+/// What an uploaded block's `meta.json` adds: who uploaded it and which
+/// files make it complete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShippedMeta {
+    /// The uploading server's external labels; in a global view they are
+    /// added to every series of the block.
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub files: Vec<ShippedFile>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShippedFile {
+    pub rel_path: String,
+    pub size_bytes: u64,
 }
 
 fn samples_schema() -> Arc<Schema> {
@@ -311,6 +332,7 @@ pub fn write_block(
         compaction,
         version: 1,
         format: FORMAT.into(),
+        shipped: None,
     };
     let meta_path = tmp.join(META_FILE);
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| BlockError::Invalid {
@@ -426,6 +448,73 @@ fn write_parquet(
     })
 }
 
+/// The series table of a block: labels and time ranges, and the postings
+/// index over them.
+fn read_series_index<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+    path: &Path,
+) -> Result<(Vec<BlockSeries>, Postings), BlockError> {
+    let path = path.to_owned();
+    let pq = |source| BlockError::Parquet {
+        path: path.clone(),
+        source,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(pq)?
+        .build()
+        .map_err(pq)?;
+    let mut series = Vec::new();
+    let mut postings = Postings::default();
+    let invalid = |message: &str| BlockError::Invalid {
+        path: path.clone(),
+        message: message.to_owned(),
+    };
+    for batch in reader {
+        let batch = batch.map_err(|source| BlockError::Arrow {
+            path: path.clone(),
+            source,
+        })?;
+        let ids = batch
+            .column(0)
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| invalid("series_id is not uint64"))?;
+        let maps = batch
+            .column(2)
+            .as_map_opt()
+            .ok_or_else(|| invalid("labels is not a map"))?;
+        let mins = batch
+            .column(3)
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| invalid("min_time"))?;
+        let maxs = batch
+            .column(4)
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| invalid("max_time"))?;
+        for row in 0..batch.num_rows() {
+            let entries = maps.value(row);
+            let keys = entries
+                .column(0)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| invalid("label names"))?;
+            let values = entries
+                .column(1)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| invalid("label values"))?;
+            let pairs = (0..keys.len()).map(|i| (keys.value(i), values.value(i)));
+            let labels = Labels::from_pairs(pairs).map_err(|e| invalid(&e.to_string()))?;
+            let idx = series.len() as u32;
+            postings.add(idx, &labels);
+            series.push(BlockSeries {
+                id: ids.value(row),
+                labels,
+                min_time: mins.value(row),
+                max_time: maxs.value(row),
+            });
+        }
+    }
+    Ok((series, postings))
+}
+
 struct BlockSeries {
     id: u64,
     labels: Labels,
@@ -433,12 +522,25 @@ struct BlockSeries {
     max_time: i64,
 }
 
+/// Where a block's samples are read from.
+enum SamplesSource {
+    /// Held open so the block stays readable after compaction or retention
+    /// deletes its directory while a query still holds this `Block`.
+    Local(File),
+    /// In object storage; the footer is read once and kept.
+    Remote {
+        file: super::bucket::remote_file::RemoteFile,
+        metadata: std::sync::OnceLock<parquet::arrow::arrow_reader::ArrowReaderMetadata>,
+    },
+}
+
 /// An opened block: its meta and series index in memory, samples read on demand.
 pub struct Block {
     dir: PathBuf,
-    /// Held open so the block stays readable after compaction or retention
-    /// deletes its directory while a query still holds this `Block`.
-    samples: File,
+    samples: SamplesSource,
+    /// Labels a global view adds to this block's series (a remote block's
+    /// uploader's external labels); empty for local blocks.
+    pub external_labels: Labels,
     pub meta: BlockMeta,
     series: Vec<BlockSeries>,
     postings: Postings,
@@ -464,67 +566,11 @@ impl Block {
             });
         }
         let path = dir.join(SERIES_FILE);
-        let pq = |source| BlockError::Parquet {
-            path: path.clone(),
-            source,
-        };
         let file = File::open(&path).map_err(|source| BlockError::Io {
             path: path.clone(),
             source,
         })?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(pq)?
-            .build()
-            .map_err(pq)?;
-        let mut series = Vec::new();
-        let mut postings = Postings::default();
-        let invalid = |message: &str| BlockError::Invalid {
-            path: path.clone(),
-            message: message.to_owned(),
-        };
-        for batch in reader {
-            let batch = batch.map_err(|source| BlockError::Arrow {
-                path: path.clone(),
-                source,
-            })?;
-            let ids = batch
-                .column(0)
-                .as_primitive_opt::<UInt64Type>()
-                .ok_or_else(|| invalid("series_id is not uint64"))?;
-            let maps = batch
-                .column(2)
-                .as_map_opt()
-                .ok_or_else(|| invalid("labels is not a map"))?;
-            let mins = batch
-                .column(3)
-                .as_primitive_opt::<TimestampMillisecondType>()
-                .ok_or_else(|| invalid("min_time"))?;
-            let maxs = batch
-                .column(4)
-                .as_primitive_opt::<TimestampMillisecondType>()
-                .ok_or_else(|| invalid("max_time"))?;
-            for row in 0..batch.num_rows() {
-                let entries = maps.value(row);
-                let keys = entries
-                    .column(0)
-                    .as_string_opt::<i32>()
-                    .ok_or_else(|| invalid("label names"))?;
-                let values = entries
-                    .column(1)
-                    .as_string_opt::<i32>()
-                    .ok_or_else(|| invalid("label values"))?;
-                let pairs = (0..keys.len()).map(|i| (keys.value(i), values.value(i)));
-                let labels = Labels::from_pairs(pairs).map_err(|e| invalid(&e.to_string()))?;
-                let idx = series.len() as u32;
-                postings.add(idx, &labels);
-                series.push(BlockSeries {
-                    id: ids.value(row),
-                    labels,
-                    min_time: mins.value(row),
-                    max_time: maxs.value(row),
-                });
-            }
-        }
+        let (series, postings) = read_series_index(file, &path)?;
         let samples_path = dir.join(SAMPLES_FILE);
         let samples = File::open(&samples_path).map_err(|source| BlockError::Io {
             path: samples_path,
@@ -532,12 +578,73 @@ impl Block {
         })?;
         Ok(Block {
             dir: dir.to_owned(),
-            samples,
+            samples: SamplesSource::Local(samples),
+            external_labels: Labels::default(),
             meta,
             series,
             postings,
             rows_scanned: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// A block in object storage, from its `meta.json`: the series table is
+    /// fetched now and kept in memory as the index; samples are fetched
+    /// on demand through the chunk cache.
+    pub fn open_remote(
+        bucket: &Arc<super::bucket::client::Bucket>,
+        cache: &Arc<super::bucket::cache::ChunkCache>,
+        meta: BlockMeta,
+    ) -> Result<Block, super::bucket::client::BucketError> {
+        use super::bucket::client::BucketError;
+        let shown = PathBuf::from(format!("{}/{}", bucket.name(), meta.ulid));
+        let invalid = |message: String| BucketError::Invalid {
+            bucket: bucket.name().to_owned(),
+            path: meta.ulid.clone(),
+            message,
+        };
+        if meta.format != FORMAT {
+            return Err(invalid(format!("unknown block format {:?}", meta.format)));
+        }
+        let size_of = |name: &str| {
+            meta.shipped
+                .as_ref()
+                .and_then(|s| s.files.iter().find(|f| f.rel_path == name))
+                .map(|f| f.size_bytes)
+                .ok_or_else(|| invalid(format!("meta.json does not list {name}")))
+        };
+        let samples_size = size_of(SAMPLES_FILE)?;
+        let series_bytes = bucket.get(&meta.ulid, SERIES_FILE)?;
+        let (series, postings) = read_series_index(series_bytes, &shown.join(SERIES_FILE))
+            .map_err(|e| invalid(e.to_string()))?;
+        let external_labels = Labels::from_pairs(
+            meta.shipped
+                .as_ref()
+                .map(|s| s.labels.clone())
+                .unwrap_or_default(),
+        )
+        .map_err(|e| invalid(format!("external labels: {e}")))?;
+        Ok(Block {
+            dir: shown,
+            samples: SamplesSource::Remote {
+                file: super::bucket::remote_file::RemoteFile {
+                    bucket: bucket.clone(),
+                    cache: cache.clone(),
+                    ulid: meta.ulid.clone(),
+                    file: SAMPLES_FILE.to_owned(),
+                    size: samples_size,
+                },
+                metadata: std::sync::OnceLock::new(),
+            },
+            external_labels,
+            meta,
+            series,
+            postings,
+            rows_scanned: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self.samples, SamplesSource::Remote { .. })
     }
 
     pub fn dir(&self) -> &Path {
@@ -578,18 +685,68 @@ impl Block {
             path: path.clone(),
             source,
         };
-        // A fresh open file description (own offset) of the held file; this
-        // works even after compaction or retention deleted the directory.
-        use std::os::fd::AsRawFd;
-        let fd_path = format!("/proc/self/fd/{}", self.samples.as_raw_fd());
-        let file = File::open(&fd_path).map_err(|source| BlockError::Io {
-            path: path.clone(),
-            source,
-        })?;
         let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
             .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(pq)?;
+        let mut by_id = match &self.samples {
+            SamplesSource::Local(held) => {
+                // A fresh open file description (own offset) of the held file; this
+                // works even after compaction or retention deleted the directory.
+                use std::os::fd::AsRawFd;
+                let fd_path = format!("/proc/self/fd/{}", held.as_raw_fd());
+                let file = File::open(&fd_path).map_err(|source| BlockError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+                    .map_err(pq)?;
+                self.read_samples(builder, &ids, &id_set, mint, maxt, &path)?
+            }
+            SamplesSource::Remote { file, metadata } => {
+                let loaded = match metadata.get() {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m =
+                            parquet::arrow::arrow_reader::ArrowReaderMetadata::load(file, options)
+                                .map_err(pq)?;
+                        let _ = metadata.set(m.clone());
+                        m
+                    }
+                };
+                let builder =
+                    ParquetRecordBatchReaderBuilder::new_with_metadata(file.clone(), loaded);
+                self.read_samples(builder, &ids, &id_set, mint, maxt, &path)?
+            }
+        };
+        let mut out: Vec<SeriesSamples> = wanted
+            .into_iter()
+            .filter_map(|s| {
+                by_id.remove(&s.id).map(|samples| SeriesSamples {
+                    id: s.id,
+                    labels: s.labels.clone(),
+                    samples,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// Samples of the wanted series (`ids` sorted, also in `id_set`) in
+    /// `[mint, maxt]`, reading only row groups and pages whose `series_id`
+    /// statistics can hold one of them.
+    fn read_samples<R: parquet::file::reader::ChunkReader + 'static>(
+        &self,
+        builder: ParquetRecordBatchReaderBuilder<R>,
+        ids: &[u64],
+        id_set: &HashSet<u64>,
+        mint: i64,
+        maxt: i64,
+        path: &Path,
+    ) -> Result<std::collections::HashMap<u64, Vec<Sample>>, BlockError> {
+        let pq = |source| BlockError::Parquet {
+            path: path.to_owned(),
+            source,
+        };
         let row_groups: Vec<usize> = builder
             .metadata()
             .row_groups()
@@ -607,9 +764,20 @@ impl Block {
                 },
                 _ => true,
             })
+            // Row groups entirely outside the time range are not read either
+            // (for a remote block: not fetched).
+            .filter(
+                |(_, rg)| match rg.columns().get(1).and_then(|c| c.statistics()) {
+                    Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                        (Some(&lo), Some(&hi)) => lo <= maxt && mint <= hi,
+                        _ => true,
+                    },
+                    _ => true,
+                },
+            )
             .map(|(i, _)| i)
             .collect();
-        let selection = page_selection(builder.metadata(), &row_groups, &ids);
+        let selection = page_selection(builder.metadata(), &row_groups, ids);
         let mut builder = builder.with_row_groups(row_groups);
         if let Some(selection) = selection {
             builder = builder.with_row_selection(selection);
@@ -620,7 +788,7 @@ impl Block {
             std::collections::HashMap::new();
         for batch in reader {
             let batch = batch.map_err(|source| BlockError::Arrow {
-                path: path.clone(),
+                path: path.to_owned(),
                 source,
             })?;
             let sid = batch.column(0).as_primitive::<UInt64Type>();
@@ -642,18 +810,7 @@ impl Block {
                 });
             }
         }
-        let mut out: Vec<SeriesSamples> = wanted
-            .into_iter()
-            .filter_map(|s| {
-                by_id.remove(&s.id).map(|samples| SeriesSamples {
-                    id: s.id,
-                    labels: s.labels.clone(),
-                    samples,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        Ok(by_id)
     }
 
     /// Sample rows decoded by reads of this block so far.

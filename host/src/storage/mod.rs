@@ -7,8 +7,10 @@ pub mod appender;
 pub mod backfill;
 pub mod batches;
 pub mod block;
+pub mod bucket;
 pub mod chunk;
 pub mod compact;
+pub mod dedup;
 pub mod exemplars;
 pub mod head;
 pub mod index;
@@ -184,6 +186,8 @@ pub struct Storage {
     pub metrics: StorageMetrics,
     /// WAL segments remote-write queues still need.
     pub wal_holds: WalHolds,
+    /// Blocks in object storage, when `storage.object_store` is configured.
+    bucket: std::sync::OnceLock<Arc<bucket::ObjectStorage>>,
 }
 
 /// A series and the time span of its samples, from the indexes alone.
@@ -299,6 +303,7 @@ impl Storage {
                 tombstones,
                 metrics: StorageMetrics::default(),
                 wal_holds: WalHolds::default(),
+                bucket: std::sync::OnceLock::new(),
             },
             report,
         ))
@@ -322,21 +327,143 @@ impl Storage {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StorageError> {
-        let blocks: Vec<Arc<Block>> = self
+        let mut warnings = Vec::new();
+        let out = self.select_reporting(matchers, mint, maxt, &mut warnings)?;
+        for w in warnings {
+            tracing::warn!(warning = %w, "Query answered without some remote data");
+        }
+        Ok(out)
+    }
+
+    /// Makes blocks in object storage part of every read from now on.
+    pub fn attach_bucket(&self, os: Arc<bucket::ObjectStorage>) {
+        let _ = self.bucket.set(os);
+    }
+
+    pub fn bucket(&self) -> Option<&Arc<bucket::ObjectStorage>> {
+        self.bucket.get()
+    }
+
+    /// The attached bucket, if it serves a global view (external labels
+    /// on every series, replicas merged).
+    fn global_view(&self) -> Option<&Arc<bucket::ObjectStorage>> {
+        self.bucket.get().filter(|b| b.settings.global_view)
+    }
+
+    /// [`Storage::select`], also reading blocks in object storage. A remote
+    /// block that cannot be read is left out and named in `warnings`
+    /// (Prometheus-style partial answer) instead of failing the read.
+    pub fn select_reporting(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<SeriesSamples>, StorageError> {
+        let all_local = self.blocks();
+        let blocks: Vec<&Arc<Block>> = all_local
+            .iter()
+            .filter(|b| b.overlaps(mint, maxt))
+            .collect();
+        let global = self.global_view();
+        // In a global view, series carry their source's external labels:
+        // matchers on those labels apply after they are added.
+        let (mut inner, outer): (Vec<Matcher>, Vec<Matcher>) = match global {
+            Some(os) => {
+                let added = os.added_label_names();
+                matchers
+                    .iter()
+                    .cloned()
+                    .partition(|m| !added.contains(m.name.as_str()))
+            }
+            None => (matchers.to_vec(), Vec::new()),
+        };
+        if inner.is_empty() {
+            inner.push(any_series()?);
+        }
+        let own = global.map(|os| os.own_labels().clone());
+        let mut parts = Vec::with_capacity(blocks.len() + 1);
+        for b in &blocks {
+            let mut part = b.select(&inner, mint, maxt)?;
+            if let Some(own) = &own {
+                dedup::add_external_labels(&mut part, own);
+            }
+            parts.push(part);
+        }
+        let mut head = self.head.read().select(&inner, mint, maxt);
+        if let Some(own) = &own {
+            dedup::add_external_labels(&mut head, own);
+        }
+        parts.push(head);
+        let mut merged = if let Some(os) = self.bucket.get() {
+            let mut remote_parts = Vec::new();
+            for b in os.blocks_for_query(&all_local, mint, maxt) {
+                match b.select(&inner, mint, maxt) {
+                    Ok(mut part) => {
+                        // Deletions apply to this server's own data,
+                        // local or uploaded.
+                        if b.external_labels == *os.own_labels() {
+                            self.tombstones.apply(&mut part);
+                        }
+                        if global.is_some() {
+                            dedup::add_external_labels(&mut part, &b.external_labels);
+                        }
+                        remote_parts.push(part);
+                    }
+                    Err(err) => {
+                        os.metrics
+                            .query_failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        warnings.push(format!(
+                            "object storage: block {} ({}..{}) could not be read and is left out: {err}",
+                            b.meta.ulid, b.meta.min_time, b.meta.max_time
+                        ));
+                    }
+                }
+            }
+            let mut own = compact::merge_series(parts);
+            self.tombstones.apply(&mut own);
+            remote_parts.push(own);
+            compact::merge_series(remote_parts)
+        } else {
+            let mut merged = compact::merge_series(parts);
+            self.tombstones.apply(&mut merged);
+            merged
+        };
+        if !outer.is_empty() {
+            merged.retain(|s| {
+                outer
+                    .iter()
+                    .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
+            });
+        }
+        if let Some(os) = global
+            && !os.settings.replica_labels.is_empty()
+        {
+            merged = dedup::deduplicate(merged, &os.settings.replica_labels);
+        }
+        Ok(merged)
+    }
+
+    /// Deletes local copies of blocks that are safely in object storage.
+    /// Returns how many were removed.
+    pub fn remove_local_blocks(&self, ulids: &[String]) -> Result<usize, StorageError> {
+        let _guard = self.maintenance.lock();
+        let doomed: Vec<Arc<Block>> = self
             .blocks
             .read()
             .iter()
-            .filter(|b| b.overlaps(mint, maxt))
+            .filter(|b| ulids.contains(&b.meta.ulid))
             .cloned()
             .collect();
-        let mut parts = Vec::with_capacity(blocks.len() + 1);
-        for b in &blocks {
-            parts.push(b.select(matchers, mint, maxt)?);
+        self.blocks
+            .write()
+            .retain(|b| !doomed.iter().any(|d| Arc::ptr_eq(d, b)));
+        for b in &doomed {
+            remove_block_dir(b.dir())?;
+            tracing::info!(block = %b.meta.ulid, min_time = b.meta.min_time, max_time = b.meta.max_time, "Removed an uploaded block locally past the local retention; it is read from object storage now");
         }
-        parts.push(self.head.read().select(matchers, mint, maxt));
-        let mut merged = compact::merge_series(parts);
-        self.tombstones.apply(&mut merged);
-        Ok(merged)
+        Ok(doomed.len())
     }
 
     /// Series matching all matchers across blocks and head with their first
@@ -357,10 +484,32 @@ impl Storage {
                     .or_insert((info.min_time, info.max_time));
             }
         };
-        for b in self.blocks.read().iter() {
-            add(b.series_info(matchers));
+        match self.bucket.get() {
+            // Remote blocks and added labels: the full read path decides.
+            Some(os) if os.settings.global_view || !os.remote_blocks().is_empty() => {
+                let mut warnings = Vec::new();
+                if let Ok(series) =
+                    self.select_reporting(matchers, i64::MIN, i64::MAX, &mut warnings)
+                {
+                    add(series
+                        .into_iter()
+                        .filter_map(|s| {
+                            Some(SeriesInfo {
+                                min_time: s.samples.first()?.t,
+                                max_time: s.samples.last()?.t,
+                                labels: s.labels,
+                            })
+                        })
+                        .collect());
+                }
+            }
+            _ => {
+                for b in self.blocks.read().iter() {
+                    add(b.series_info(matchers));
+                }
+                add(self.head.read().series_info(matchers));
+            }
         }
-        add(self.head.read().series_info(matchers));
         merged
             .into_iter()
             .map(|(labels, (min_time, max_time))| SeriesInfo {
@@ -521,6 +670,15 @@ impl Storage {
         for b in self.blocks.read().iter() {
             names.extend(b.label_names());
         }
+        if let Some(os) = self.bucket.get() {
+            for b in os.remote_blocks() {
+                names.extend(b.label_names());
+            }
+            if os.settings.global_view {
+                names.extend(os.added_label_names());
+                names.retain(|n| !os.settings.replica_labels.contains(n));
+            }
+        }
         names.sort();
         names.dedup();
         names
@@ -530,6 +688,24 @@ impl Storage {
         let mut values = self.head.read().postings().label_values(name);
         for b in self.blocks.read().iter() {
             values.extend(b.label_values(name));
+        }
+        if let Some(os) = self.bucket.get() {
+            for b in os.remote_blocks() {
+                values.extend(b.label_values(name));
+                if os.settings.global_view
+                    && let Some(v) = b.external_labels.get(name)
+                {
+                    values.push(v.to_owned());
+                }
+            }
+            if os.settings.global_view
+                && let Some(v) = os.own_labels().get(name)
+            {
+                values.push(v.to_owned());
+            }
+            if os.settings.global_view && os.settings.replica_labels.iter().any(|r| r == name) {
+                values.clear();
+            }
         }
         values.sort();
         values.dedup();
@@ -741,6 +917,12 @@ impl Storage {
     pub fn sync(&self) -> Result<(), StorageError> {
         Ok(self.wal.lock().sync()?)
     }
+}
+
+/// A matcher every series passes.
+fn any_series() -> Result<Matcher, StorageError> {
+    Matcher::new(crate::model::MatchOp::RegexMatch, "__name__", ".*")
+        .map_err(|e| StorageError::Arrow(e.to_string()))
 }
 
 /// Opens every complete block in the data directory and removes leftovers

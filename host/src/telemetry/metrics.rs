@@ -29,6 +29,7 @@ pub struct Metrics {
     pub exemplar_series: IntGauge,
     pub exemplars_appended: prometheus::IntCounter,
     pub exemplars_out_of_order: prometheus::IntCounter,
+    pub bucket: BucketMetrics,
 }
 
 /// Raises a registry counter to a total the storage keeps itself.
@@ -168,12 +169,15 @@ impl Metrics {
         )?;
         registry.register(Box::new(exemplars_out_of_order.clone()))?;
 
+        let bucket = BucketMetrics::new(&registry)?;
+
         Ok(Metrics {
             exemplar_max,
             exemplars_in_storage,
             exemplar_series,
             exemplars_appended,
             exemplars_out_of_order,
+            bucket,
             blocks_loaded,
             head_cuts,
             compactions,
@@ -213,6 +217,9 @@ impl Metrics {
         self.exemplar_series.set(ex.series_with_exemplars as i64);
         catch_up(&self.exemplars_appended, ex.appended_total);
         catch_up(&self.exemplars_out_of_order, ex.out_of_order_total);
+        if let Some(os) = storage.bucket() {
+            self.bucket.observe(os);
+        }
     }
 
     /// The registry in Prometheus text format 0.0.4.
@@ -220,5 +227,117 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// Object storage (`storage.object_store`): uploads, bucket listings, the
+/// remote read cache. Registered always, zero without a bucket.
+#[derive(Clone)]
+pub struct BucketMetrics {
+    uploads: prometheus::IntCounter,
+    upload_failures: prometheus::IntCounter,
+    syncs: prometheus::IntCounter,
+    sync_failures: prometheus::IntCounter,
+    local_removed: prometheus::IntCounter,
+    sources_deleted: prometheus::IntCounter,
+    query_failures: prometheus::IntCounter,
+    cache_requests: IntCounterVec,
+    cache_evictions: prometheus::IntCounter,
+    cache_bytes: IntGauge,
+    remote_blocks: IntGauge,
+    last_sync: IntGauge,
+}
+
+impl BucketMetrics {
+    fn new(registry: &Registry) -> Result<BucketMetrics, prometheus::Error> {
+        let counter =
+            |name: &str, help: &str| -> Result<prometheus::IntCounter, prometheus::Error> {
+                let c = prometheus::IntCounter::new(name, help)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "ember_objstore_cache_requests_total",
+                "Chunk reads of remote blocks, by whether the local cache had them.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(cache_requests.clone()))?;
+        Ok(BucketMetrics {
+            uploads: counter(
+                "ember_objstore_uploads_total",
+                "Blocks uploaded to object storage and verified.",
+            )?,
+            upload_failures: counter(
+                "ember_objstore_upload_failures_total",
+                "Block uploads that failed (retried at the next sync).",
+            )?,
+            syncs: counter("ember_objstore_syncs_total", "Listings of the bucket.")?,
+            sync_failures: counter(
+                "ember_objstore_sync_failures_total",
+                "Listings of the bucket that failed.",
+            )?,
+            local_removed: counter(
+                "ember_objstore_local_blocks_removed_total",
+                "Uploaded blocks removed locally past the local retention.",
+            )?,
+            sources_deleted: counter(
+                "ember_objstore_replaced_blocks_deleted_total",
+                "Blocks deleted from the bucket because an uploaded compacted block replaces them.",
+            )?,
+            query_failures: counter(
+                "ember_objstore_query_block_failures_total",
+                "Remote block reads left out of a query answer because the bucket failed.",
+            )?,
+            cache_requests,
+            cache_evictions: counter(
+                "ember_objstore_cache_evictions_total",
+                "Chunks evicted from the remote block cache.",
+            )?,
+            cache_bytes: gauge(
+                "ember_objstore_cache_bytes",
+                "Bytes of remote block data in the local cache.",
+            )?,
+            remote_blocks: gauge(
+                "ember_objstore_remote_blocks",
+                "Complete blocks in the bucket at the last listing.",
+            )?,
+            last_sync: gauge(
+                "ember_objstore_last_successful_sync_timestamp_seconds",
+                "When the bucket was last listed successfully.",
+            )?,
+        })
+    }
+
+    fn observe(&self, os: &crate::storage::bucket::ObjectStorage) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &os.metrics;
+        catch_up(&self.uploads, m.uploads.load(Relaxed));
+        catch_up(&self.upload_failures, m.upload_failures.load(Relaxed));
+        catch_up(&self.syncs, m.syncs.load(Relaxed));
+        catch_up(&self.sync_failures, m.sync_failures.load(Relaxed));
+        catch_up(&self.local_removed, m.local_blocks_removed.load(Relaxed));
+        catch_up(&self.sources_deleted, m.sources_deleted.load(Relaxed));
+        catch_up(&self.query_failures, m.query_failures.load(Relaxed));
+        let c = &os.cache.metrics;
+        catch_up(
+            &self.cache_requests.with_label_values(&["hit"]),
+            c.hits.load(Relaxed),
+        );
+        catch_up(
+            &self.cache_requests.with_label_values(&["miss"]),
+            c.misses.load(Relaxed),
+        );
+        catch_up(&self.cache_evictions, c.evictions.load(Relaxed));
+        self.cache_bytes.set(os.cache.used() as i64);
+        self.remote_blocks.set(os.remote_blocks().len() as i64);
+        self.last_sync
+            .set(m.last_sync_success_seconds.load(Relaxed));
     }
 }

@@ -1,8 +1,7 @@
 //! The test environment of one script section (between `clear`s): a fresh
 //! Ember storage in a temporary directory and an engine over it.
 //!
-//! Some loaded data cannot be stored: native histogram samples (the storage
-//! keeps floats only), start timestamps (`@st` lines), and the native
+//! Some loaded data cannot be stored: start timestamps (`@st` lines), and the native
 //! histograms with custom buckets that `load_with_nhcb` derives. Those series
 //! are remembered, and an eval whose query selects any of them is reported
 //! as failing for that reason instead of being run, so a missing histogram
@@ -31,7 +30,6 @@ pub struct Store {
     _dir: tempfile::TempDir,
 }
 
-const HISTOGRAM: &str = "native histogram samples";
 const START_TIMESTAMPS: &str = "start timestamps (@st)";
 const NHCB: &str = "native histograms with custom buckets (load_with_nhcb)";
 
@@ -81,7 +79,6 @@ impl Store {
             if s.has_start_timestamps {
                 self.unstored.push((labels.clone(), START_TIMESTAMPS));
             }
-            let mut has_histogram = false;
             for (i, p) in s.points.iter().enumerate() {
                 let t = (i as i64)
                     .checked_mul(load.interval_ms)
@@ -89,11 +86,8 @@ impl Store {
                 match p {
                     Point::Missing => {}
                     Point::Float(v) => app.append(labels.clone(), t, *v),
-                    Point::Histogram(_) => has_histogram = true,
+                    Point::Histogram(h) => app.append_histogram(labels.clone(), t, (**h).clone()),
                 }
-            }
-            if has_histogram {
-                self.unstored.push((labels.clone(), HISTOGRAM));
             }
             if let Some(h) = nhcb_series(&labels).filter(|_| load.with_nhcb)
                 && !self.unstored.iter().any(|(l, _)| *l == h)

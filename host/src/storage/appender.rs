@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use crate::model::{Labels, Sample};
+use std::sync::Arc;
+
+use crate::model::{FloatHistogram, HistogramSample, Labels, Sample};
 
 use super::head::{AppendError, Placement};
 use super::wal::Record;
@@ -13,6 +15,8 @@ use super::{Storage, StorageError};
 pub struct Appender<'a> {
     storage: &'a Storage,
     pending: Vec<(Labels, Sample, Option<u32>)>,
+    /// Native histogram samples; rejections are numbered after the floats.
+    pending_histograms: Vec<(Labels, HistogramSample)>,
 }
 
 /// What a commit did. Rejections keep the position of the sample in the batch
@@ -29,7 +33,15 @@ impl<'a> Appender<'a> {
         Appender {
             storage,
             pending: Vec::new(),
+            pending_histograms: Vec::new(),
         }
+    }
+
+    /// Adds a native histogram sample. In a commit's report, its position
+    /// counts after every float sample of the batch.
+    pub fn append_histogram(&mut self, labels: Labels, t: i64, h: FloatHistogram) {
+        self.pending_histograms
+            .push((labels, HistogramSample { t, h: Arc::new(h) }));
     }
 
     pub fn append(&mut self, labels: Labels, t: i64, v: f64) {
@@ -44,11 +56,11 @@ impl<'a> Appender<'a> {
     }
 
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.pending_histograms.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.pending_histograms.is_empty()
     }
 
     /// Checks every sample against Prometheus's ordering rules, writes the
@@ -69,6 +81,7 @@ impl<'a> Appender<'a> {
         // Whether any series has two samples in this batch; usually not
         // (a scrape or a remote-write request), and then no sorting is needed.
         let mut repeated = false;
+        let floats = self.pending.len();
         for (i, (labels, sample, hint)) in self.pending.into_iter().enumerate() {
             let idx = head.resolve(&labels, hint);
             let series = head.series(idx);
@@ -107,7 +120,27 @@ impl<'a> Appender<'a> {
             }
         });
 
-        let mut records = Vec::with_capacity(2);
+        let mut hist_accepted: Vec<(u32, HistogramSample)> = Vec::new();
+        let mut hist_last: HashMap<u32, i64> = HashMap::new();
+        for (k, (labels, sample)) in self.pending_histograms.into_iter().enumerate() {
+            let i = floats + k;
+            let idx = head.resolve(&labels, None);
+            let series = head.series(idx);
+            if !series.logged && !new_series.iter().any(|(id, _)| *id == series.id) {
+                new_series.push((series.id, labels));
+            }
+            match head.place_histogram(idx, &sample, hist_last.get(&idx).copied()) {
+                Ok(Placement::Duplicate) => report.duplicates += 1,
+                Ok(_) => {
+                    let last = hist_last.entry(idx).or_insert(sample.t);
+                    *last = (*last).max(sample.t);
+                    hist_accepted.push((idx, sample));
+                }
+                Err(e) => report.rejected.push((i, e)),
+            }
+        }
+
+        let mut records = Vec::with_capacity(3);
         if !new_series.is_empty() {
             records.push(Record::Series(new_series.clone()));
         }
@@ -116,6 +149,14 @@ impl<'a> Appender<'a> {
                 accepted
                     .iter()
                     .map(|(idx, s, _)| (head.series(*idx).id, *s))
+                    .collect(),
+            ));
+        }
+        if !hist_accepted.is_empty() {
+            records.push(Record::Histograms(
+                hist_accepted
+                    .iter()
+                    .map(|(idx, s)| (head.series(*idx).id, s.clone()))
                     .collect(),
             ));
         }
@@ -130,7 +171,10 @@ impl<'a> Appender<'a> {
         for (idx, s, _) in &accepted {
             head.insert(*idx, *s);
         }
-        report.appended = accepted.len();
+        report.appended = accepted.len() + hist_accepted.len();
+        for (idx, s) in hist_accepted {
+            head.insert_histogram(idx, s);
+        }
         storage.metrics.record_commit(&report);
         Ok(report)
     }

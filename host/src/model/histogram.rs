@@ -591,8 +591,10 @@ fn interpolate(custom: bool, b: Bucket, fraction: f64) -> f64 {
 /// The share of bucket `b` below `v`, for `lower < v < upper`.
 fn bucket_fraction(custom: bool, mut b: Bucket, v: f64) -> f64 {
     if b.lower == f64::NEG_INFINITY {
+        // A bucket from -Inf has no width to interpolate in: below a
+        // negative bound everything counts as below `v`.
         if b.upper <= 0.0 {
-            return 0.0;
+            return 1.0;
         }
         b.lower = 0.0;
         if v <= 0.0 {
@@ -702,6 +704,69 @@ impl FloatHistogram {
             custom_values: floats(&mut r)?,
         };
         Some((h, r))
+    }
+}
+
+/// A float as Go's `%g` writes it: shortest digits, exponent form when
+/// the decimal exponent is below -4 or at least 6.
+fn go_g(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
+    }
+    let e = format!("{v:e}");
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        format!("{v}")
+    }
+}
+
+impl FloatHistogram {
+    /// The histogram as Prometheus's `FloatHistogram.String()` writes it
+    /// (`{count:2, sum:3, [-2,-1):1, (1,2]:1}`): `count_values` uses it.
+    pub fn prom_string(&self) -> String {
+        let mut out = format!("{{count:{}, sum:{}", go_g(self.count), go_g(self.sum));
+        for b in self.buckets() {
+            if b.count == 0.0 {
+                continue;
+            }
+            let zero = !self.uses_custom_buckets()
+                && b.lower == -self.zero_threshold
+                && b.upper == self.zero_threshold;
+            let negative = !self.uses_custom_buckets() && b.upper <= 0.0 && !zero;
+            let (open, close) = if zero {
+                ('[', ']')
+            } else if negative {
+                ('[', ')')
+            } else {
+                ('(', ']')
+            };
+            out.push_str(&format!(
+                ", {open}{},{}{close}:{}",
+                go_g(b.lower),
+                go_g(b.upper),
+                go_g(b.count)
+            ));
+        }
+        out.push('}');
+        out
     }
 }
 

@@ -269,9 +269,15 @@ fn count_values(
     let mut counts: HashMap<(usize, String), Vec<f64>> = HashMap::new();
     let mut order = Vec::new();
     for (s, &g) in input.iter().zip(member) {
-        for p in &s.points {
-            let Some(i) = grid.index(p.t) else { continue };
-            let key = (g, crate::promql::format_value(p.v));
+        // Histograms count by their string form, as in Prometheus.
+        let values = s
+            .points
+            .iter()
+            .map(|p| (p.t, crate::promql::format_value(p.v)))
+            .chain(s.hists.iter().map(|p| (p.t, p.h.prom_string())));
+        for (t, text) in values {
+            let Some(i) = grid.index(t) else { continue };
+            let key = (g, text);
             let e = counts.entry(key.clone()).or_insert_with(|| {
                 order.push(key);
                 vec![0.0; grid.len()]

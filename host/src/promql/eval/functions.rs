@@ -146,11 +146,10 @@ impl InstantFunc {
             self,
             LabelReplace
                 | LabelJoin
-                | Sort
-                | SortDesc
                 | SortByLabel
                 | SortByLabelDesc
                 | HistogramQuantile
+                | HistogramQuantiles
                 | HistogramFraction
                 | Native(_)
         )
@@ -493,10 +492,34 @@ pub fn eval(
             out
         }
         HistogramQuantiles => {
-            let input = take_vector(&mut args, 0);
+            let (classic, native) = split_native(take_vector(&mut args, 0));
             let label = args.get(1).map(Arg::string).unwrap_or("").to_owned();
             let qs: Vec<Vec<f64>> = args.iter().skip(2).map(|a| a.scalar().to_vec()).collect();
-            histogram_quantiles(input, &label, &qs, grid, ann)?
+            let mut out = Vec::new();
+            for q in &qs {
+                let name = quantile_label(q.first().copied().unwrap_or(f64::NAN));
+                let mut part = super::native::map_histograms(native.clone(), grid, |i, h| {
+                    Some(h.quantile(q.get(i).copied().unwrap_or(f64::NAN)))
+                });
+                if !part.is_empty() {
+                    warn_quantile_range(q, ann);
+                }
+                for s in &mut part {
+                    s.labels = with_label(&s.labels, &label, &name);
+                }
+                out.extend(part);
+            }
+            let classic_out = histogram_quantiles(classic, &label, &qs, grid, ann)?;
+            out.extend(classic_out);
+            let mut seen = std::collections::HashSet::new();
+            for s in &out {
+                if !seen.insert(super::drop_metric_name(&s.labels)) {
+                    return Err(EvalError(
+                        "vector cannot contain metrics with the same labelset".into(),
+                    ));
+                }
+            }
+            out
         }
         HistogramFraction => {
             let (classic, native) = split_native(take_vector(&mut args, 2));

@@ -161,15 +161,33 @@ pub fn range_eval(
             histogram_rate(func, hw, w, range_ms, name, ann).map(Out::Hist)
         }
         Irate | Idelta => {
-            if mixed {
-                mixed_warning(ann, name);
+            // Only the last two samples count, whatever came before.
+            let floats_after = |t: i64| fw.iter().filter(|p| p.t > t).count();
+            if hw.len() + fw.len() < 2 {
                 return None;
             }
-            if hw.len() < 2 {
-                return None;
+            if hw.len() < 2 || floats_after(hw[hw.len() - 2].t) > 0 {
+                if newest_hist || fw.len() < 2 || floats_after(hw[hw.len() - 1].t) < 2 {
+                    mixed_warning(ann, name);
+                    return None;
+                }
+                return func.eval(fw, w, range_ms, args).map(Out::Float);
             }
             let (prev, last) = (&hw[hw.len() - 2], &hw[hw.len() - 1]);
             let mut h = (*last.h).clone();
+            if func == Irate && last.h.counter_reset_hint == CounterResetHint::Gauge {
+                ann.warn(format!(
+                    "this native histogram metric is not a counter: {name:?}"
+                ));
+            }
+            if func == Idelta
+                && (last.h.counter_reset_hint != CounterResetHint::Gauge
+                    || prev.h.counter_reset_hint != CounterResetHint::Gauge)
+            {
+                ann.warn(format!(
+                    "this native histogram metric is not a gauge: {name:?}"
+                ));
+            }
             if func == Irate && last.h.detect_reset(&prev.h) {
                 // After a reset the last sample is the whole increase.
             } else if let Err(e) = h.sub(&prev.h) {

@@ -480,7 +480,7 @@ pub fn eval(
             input
         }
         HistogramQuantile => {
-            let (classic, native) = split_native(take_vector(&mut args, 1));
+            let (classic, native) = split_native_checked(take_vector(&mut args, 1), ann);
             let q = args[0].scalar();
             let mut out = super::native::map_histograms(native, grid, |i, h| {
                 Some(h.quantile(q.get(i).copied().unwrap_or(f64::NAN)))
@@ -492,7 +492,7 @@ pub fn eval(
             out
         }
         HistogramQuantiles => {
-            let (classic, native) = split_native(take_vector(&mut args, 0));
+            let (classic, native) = split_native_checked(take_vector(&mut args, 0), ann);
             let label = args.get(1).map(Arg::string).unwrap_or("").to_owned();
             let qs: Vec<Vec<f64>> = args.iter().skip(2).map(|a| a.scalar().to_vec()).collect();
             let mut out = Vec::new();
@@ -522,7 +522,7 @@ pub fn eval(
             out
         }
         HistogramFraction => {
-            let (classic, native) = split_native(take_vector(&mut args, 2));
+            let (classic, native) = split_native_checked(take_vector(&mut args, 2), ann);
             let (lower, upper) = (args[0].scalar(), args[1].scalar());
             let mut out = super::native::map_histograms(native, grid, |i, h| {
                 let lo = lower.get(i).copied().unwrap_or(f64::NAN);
@@ -537,6 +537,38 @@ pub fn eval(
             map_points(input, false, |_, v| f.simple(v), grid)
         }
     })
+}
+
+/// [`split_native`], then drops classic and native histograms that share
+/// their labels (without `le`): Prometheus refuses to pick one.
+fn split_native_checked(
+    input: Vec<SeriesData>,
+    ann: &mut Annotations,
+) -> (Vec<SeriesData>, Vec<SeriesData>) {
+    let (mut classic, mut native) = split_native(input);
+    if classic.is_empty() || native.is_empty() {
+        return (classic, native);
+    }
+    let native_labels: std::collections::HashSet<Labels> =
+        native.iter().map(|s| s.labels.clone()).collect();
+    let mut conflicts = std::collections::HashSet::new();
+    classic.retain(|s| {
+        let base = with_label(&s.labels, "le", "");
+        if native_labels.contains(&base) {
+            conflicts.insert(base);
+            false
+        } else {
+            true
+        }
+    });
+    native.retain(|s| !conflicts.contains(&s.labels));
+    for l in &conflicts {
+        ann.warn(format!(
+            "vector contains a mix of classic and native histograms for metric name {:?}",
+            l.metric_name().unwrap_or("")
+        ));
+    }
+    (classic, native)
 }
 
 /// Splits series into their float points (classic buckets) and their

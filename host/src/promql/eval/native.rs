@@ -31,6 +31,8 @@ pub fn instant_align(
     sample_time: bool,
 ) -> (Vec<Point>, Vec<HPoint>) {
     let (mut fo, mut ho) = (Vec::new(), Vec::new());
+    // The source sample of the previous step's histogram.
+    let mut last_source: Option<i64> = None;
     for t in grid.times() {
         let read = shift.apply(t);
         let fi = floats.partition_point(|p| p.t <= read);
@@ -64,9 +66,18 @@ pub fn instant_align(
                     t,
                     v: p.t as f64 / 1000.0,
                 });
+            } else if last_source == Some(p.t)
+                && p.h.counter_reset_hint == CounterResetHint::CounterReset
+            {
+                // The same sample again (a subquery step finer than the
+                // data): its reset was counted once already.
+                let mut h = (*p.h).clone();
+                h.counter_reset_hint = CounterResetHint::Unknown;
+                ho.push(HPoint { t, h: Arc::new(h) });
             } else {
                 ho.push(HPoint { t, h: p.h.clone() });
             }
+            last_source = Some(p.t);
         }
     }
     (fo, ho)
@@ -175,7 +186,10 @@ pub fn range_eval(
             }
             let (prev, last) = (&hw[hw.len() - 2], &hw[hw.len() - 1]);
             let mut h = (*last.h).clone();
-            if func == Irate && last.h.counter_reset_hint == CounterResetHint::Gauge {
+            if func == Irate
+                && (last.h.counter_reset_hint == CounterResetHint::Gauge
+                    || prev.h.counter_reset_hint == CounterResetHint::Gauge)
+            {
                 ann.warn(format!(
                     "this native histogram metric is not a counter: {name:?}"
                 ));

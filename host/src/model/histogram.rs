@@ -40,6 +40,17 @@ impl CounterResetHint {
         }
     }
 
+    /// The hint of a sum: the same hint stays, a gauge makes a gauge,
+    /// anything else is unknown (Prometheus's `Add`).
+    pub fn combine(self, other: CounterResetHint) -> CounterResetHint {
+        use CounterResetHint::*;
+        match (self, other) {
+            (a, b) if a == b => a,
+            (Gauge, _) | (_, Gauge) => Gauge,
+            _ => Unknown,
+        }
+    }
+
     pub fn from_u8(v: u8) -> Option<CounterResetHint> {
         Some(match v {
             0 => CounterResetHint::Unknown,
@@ -224,6 +235,13 @@ impl FloatHistogram {
         (self.negative_spans, self.negative_buckets) = collapse(pairs);
     }
 
+    /// Replaces the buckets with sorted `(index, count)` pairs; empty
+    /// buckets are left out.
+    pub fn set_buckets(&mut self, positive: &[(i32, f64)], negative: &[(i32, f64)]) {
+        self.set_positive(positive);
+        self.set_negative(negative);
+    }
+
     /// Drops empty buckets and joins adjacent spans (Prometheus's
     /// `Compact(0)`).
     pub fn compact(&mut self) {
@@ -254,17 +272,25 @@ impl FloatHistogram {
         self.negative_buckets.iter_mut().for_each(|c| *c *= f);
     }
 
-    /// Divides every count and the sum by `d`.
+    /// Divides every count and the sum by `d`. Division by zero removes
+    /// all buckets, as in Prometheus.
     pub fn div(&mut self, d: f64) {
         self.zero_count /= d;
         self.count /= d;
         self.sum /= d;
+        if d == 0.0 {
+            self.positive_spans.clear();
+            self.negative_spans.clear();
+            self.positive_buckets.clear();
+            self.negative_buckets.clear();
+            return;
+        }
         self.positive_buckets.iter_mut().for_each(|c| *c /= d);
         self.negative_buckets.iter_mut().for_each(|c| *c /= d);
     }
 
     /// Moves buckets inside a larger zero threshold into the zero bucket.
-    fn widen_zero(&mut self, threshold: f64) {
+    pub fn widen_zero(&mut self, threshold: f64) {
         if threshold <= self.zero_threshold {
             return;
         }
@@ -308,12 +334,7 @@ impl FloatHistogram {
             self.widen_zero(zt);
             o.widen_zero(zt);
         }
-        use CounterResetHint::*;
-        self.counter_reset_hint = match (self.counter_reset_hint, o.counter_reset_hint) {
-            (a, b) if a == b => a,
-            (Gauge, _) | (_, Gauge) => Gauge,
-            _ => Unknown,
-        };
+        self.counter_reset_hint = self.counter_reset_hint.combine(o.counter_reset_hint);
         self.count += sign * o.count;
         self.sum += sign * o.sum;
         self.zero_count += sign * o.zero_count;

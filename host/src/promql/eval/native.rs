@@ -224,17 +224,16 @@ pub fn range_eval(
                 mixed_warning(ann, name);
                 return None;
             }
-            let mut sum = (*hw[0].h).clone();
-            for p in &hw[1..] {
-                if let Err(e) = sum.add(&p.h) {
+            let mut sum = match kahan_sum(hw.iter().map(|p| &*p.h)) {
+                Ok(h) => h,
+                Err(e) => {
                     combine_warning(ann, e, name);
                     return None;
                 }
-            }
+            };
             if func == AvgOverTime {
                 sum.div(hw.len() as f64);
             }
-            sum.compact();
             Some(Out::Hist(sum))
         }
         CountOverTime => Some(Out::Float((fw.len() + hw.len()) as f64)),
@@ -434,16 +433,87 @@ pub fn aggregate(
     avg: bool,
     ann: &mut Annotations,
 ) -> Option<FloatHistogram> {
-    let mut sum = (*hists[0]).clone();
-    for h in &hists[1..] {
-        if let Err(e) = sum.add(h) {
+    let mut sum = match kahan_sum(hists.iter().map(|h| &**h)) {
+        Ok(h) => h,
+        Err(e) => {
             combine_warning(ann, e, "");
             return None;
         }
-    }
+    };
     if avg {
         sum.div(hists.len() as f64);
     }
-    sum.compact();
     Some(sum)
+}
+
+/// The sum of histograms with Kahan-Babuska compensation on every count
+/// and the sum, as Prometheus sums histograms: all are first brought to
+/// the coarsest schema and the widest zero bucket.
+pub fn kahan_sum<'a>(
+    hists: impl Iterator<Item = &'a FloatHistogram> + Clone,
+) -> Result<FloatHistogram, HistogramError> {
+    use super::kahan::sum_inc;
+    use std::collections::BTreeMap;
+    let mut first: Option<FloatHistogram> = None;
+    let mut schema = i32::MAX;
+    let mut zt = 0f64;
+    for h in hists.clone() {
+        match &first {
+            None => first = Some(h.clone()),
+            Some(f) => {
+                if f.uses_custom_buckets() != h.uses_custom_buckets() {
+                    return Err(HistogramError::MixedExponentialCustom);
+                }
+                if f.uses_custom_buckets() && f.custom_values != h.custom_values {
+                    return Err(HistogramError::MismatchedCustomBuckets);
+                }
+            }
+        }
+        schema = schema.min(h.schema);
+        zt = zt.max(h.zero_threshold);
+    }
+    let Some(mut out) = first else {
+        return Ok(FloatHistogram::default());
+    };
+    type Acc = (f64, f64);
+    let add = |acc: &mut Acc, v: f64| *acc = sum_inc(v, acc.0, acc.1);
+    let (mut count, mut total, mut zero): (Acc, Acc, Acc) = Default::default();
+    let mut pos: BTreeMap<i32, Acc> = BTreeMap::new();
+    let mut neg: BTreeMap<i32, Acc> = BTreeMap::new();
+    let mut hint = out.counter_reset_hint;
+    for (k, h) in hists.enumerate() {
+        let mut h = h.clone();
+        if !h.uses_custom_buckets() {
+            h.reduce_to(schema);
+            h.widen_zero(zt);
+        }
+        if k > 0 {
+            hint = hint.combine(h.counter_reset_hint);
+        }
+        add(&mut count, h.count);
+        add(&mut total, h.sum);
+        add(&mut zero, h.zero_count);
+        for (i, c) in h.positive() {
+            add(pos.entry(i).or_default(), c);
+        }
+        for (i, c) in h.negative() {
+            add(neg.entry(i).or_default(), c);
+        }
+    }
+    let done = |m: BTreeMap<i32, Acc>| {
+        m.into_iter()
+            .map(|(i, (s, c))| (i, s + c))
+            .collect::<Vec<_>>()
+    };
+    let (pos, neg) = (done(pos), done(neg));
+    out.counter_reset_hint = hint;
+    if !out.uses_custom_buckets() {
+        out.schema = schema;
+        out.zero_threshold = zt;
+    }
+    out.count = count.0 + count.1;
+    out.sum = total.0 + total.1;
+    out.zero_count = zero.0 + zero.1;
+    out.set_buckets(&pos, &neg);
+    Ok(out)
 }

@@ -144,6 +144,11 @@ fn collapse(pairs: &[(i32, f64)]) -> (Vec<Span>, Vec<f64>) {
     (spans, counts)
 }
 
+/// The bounds present in both sorted lists.
+pub fn common_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().copied().filter(|x| b.contains(x)).collect()
+}
+
 /// Merges sorted `(index, count)` lists, applying `f` to counts of the
 /// same index (a missing side counts 0).
 fn merge(a: &[(i32, f64)], b: &[(i32, f64)], f: impl Fn(f64, f64) -> f64) -> Vec<(i32, f64)> {
@@ -316,16 +321,41 @@ impl FloatHistogram {
         self.set_negative(&n);
     }
 
+    /// Re-buckets a custom-bucket histogram onto `bounds`, a subset of its
+    /// own bounds: each bucket goes into the first kept bucket whose upper
+    /// bound is at least its own.
+    pub fn rebucket_custom(&mut self, bounds: &[f64]) {
+        if !self.uses_custom_buckets() || self.custom_values == bounds {
+            return;
+        }
+        let mut pairs: Vec<(i32, f64)> = Vec::new();
+        for (idx, c) in self.positive() {
+            let upper = self.bound(idx);
+            let target = bounds.partition_point(|b| *b < upper) as i32;
+            match pairs.last_mut() {
+                Some(last) if last.0 == target => last.1 += c,
+                _ => pairs.push((target, c)),
+            }
+        }
+        self.custom_values = bounds.to_vec();
+        self.set_positive(&pairs);
+    }
+
     /// `self + sign * other`, reconciling schemas and zero thresholds as
-    /// Prometheus does.
-    fn combine(&mut self, other: &FloatHistogram, sign: f64) -> Result<(), HistogramError> {
+    /// Prometheus does. Custom bounds that differ are reduced to the
+    /// bounds both have; returns whether that happened.
+    fn combine(&mut self, other: &FloatHistogram, sign: f64) -> Result<bool, HistogramError> {
         if self.uses_custom_buckets() != other.uses_custom_buckets() {
             return Err(HistogramError::MixedExponentialCustom);
         }
-        if self.uses_custom_buckets() && self.custom_values != other.custom_values {
-            return Err(HistogramError::MismatchedCustomBuckets);
-        }
         let mut o = other.clone();
+        let mut reconciled = false;
+        if self.uses_custom_buckets() && self.custom_values != other.custom_values {
+            let common = common_bounds(&self.custom_values, &other.custom_values);
+            self.rebucket_custom(&common);
+            o.rebucket_custom(&common);
+            reconciled = true;
+        }
         if !self.uses_custom_buckets() {
             let schema = self.schema.min(o.schema);
             self.reduce_to(schema);
@@ -343,14 +373,18 @@ impl FloatHistogram {
         // Keep buckets that became zero out of the spans, as Compact does.
         self.set_positive(&p);
         self.set_negative(&n);
-        Ok(())
+        Ok(reconciled)
     }
 
-    pub fn add(&mut self, other: &FloatHistogram) -> Result<(), HistogramError> {
+    /// Adds `other`; `Ok(true)` when differing custom bounds were
+    /// reconciled.
+    pub fn add(&mut self, other: &FloatHistogram) -> Result<bool, HistogramError> {
         self.combine(other, 1.0)
     }
 
-    pub fn sub(&mut self, other: &FloatHistogram) -> Result<(), HistogramError> {
+    /// Subtracts `other`; `Ok(true)` when differing custom bounds were
+    /// reconciled.
+    pub fn sub(&mut self, other: &FloatHistogram) -> Result<bool, HistogramError> {
         self.combine(other, -1.0)
     }
 

@@ -83,7 +83,17 @@ fn apply_hist(
             let mut h = (**a).clone();
             let res = if op == BinOp::Add { h.add(b) } else { h.sub(b) };
             match res {
-                Ok(()) => {
+                Ok(reconciled) => {
+                    if reconciled {
+                        let during = if op == BinOp::Add {
+                            "addition"
+                        } else {
+                            "subtraction"
+                        };
+                        ann.info(format!(
+                            "mismatched custom buckets were reconciled during {during}"
+                        ));
+                    }
                     h.compact();
                     Some((Val::H(Arc::new(h)), true))
                 }

@@ -204,9 +204,15 @@ pub fn range_eval(
             }
             if func == Irate && last.h.detect_reset(&prev.h) {
                 // After a reset the last sample is the whole increase.
-            } else if let Err(e) = h.sub(&prev.h) {
-                combine_warning(ann, e, name);
-                return None;
+            } else {
+                match h.sub(&prev.h) {
+                    Ok(true) => reconciled_info(ann, "subtraction"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        combine_warning(ann, e, name);
+                        return None;
+                    }
+                }
             }
             if func == Irate {
                 let dt = (last.t - prev.t) as f64 / 1000.0;
@@ -225,7 +231,12 @@ pub fn range_eval(
                 return None;
             }
             let mut sum = match kahan_sum(hw.iter().map(|p| &*p.h)) {
-                Ok(h) => h,
+                Ok((h, reconciled)) => {
+                    if reconciled {
+                        reconciled_info(ann, "aggregation");
+                    }
+                    h
+                }
                 Err(e) => {
                     combine_warning(ann, e, name);
                     return None;
@@ -328,9 +339,13 @@ fn histogram_rate(
     }
     let mut h = (*last.h).clone();
     h.reduce_to(min_schema);
-    if let Err(e) = h.sub(&first.h) {
-        combine_warning(ann, e, name);
-        return None;
+    match h.sub(&first.h) {
+        Ok(true) => reconciled_info(ann, "subtraction"),
+        Ok(false) => {}
+        Err(e) => {
+            combine_warning(ann, e, name);
+            return None;
+        }
     }
     if counter {
         let mut prev = &first.h;
@@ -434,7 +449,12 @@ pub fn aggregate(
     ann: &mut Annotations,
 ) -> Option<FloatHistogram> {
     let mut sum = match kahan_sum(hists.iter().map(|h| &**h)) {
-        Ok(h) => h,
+        Ok((h, reconciled)) => {
+            if reconciled {
+                reconciled_info(ann, "aggregation");
+            }
+            h
+        }
         Err(e) => {
             combine_warning(ann, e, "");
             return None;
@@ -448,15 +468,18 @@ pub fn aggregate(
 
 /// The sum of histograms with Kahan-Babuska compensation on every count
 /// and the sum, as Prometheus sums histograms: all are first brought to
-/// the coarsest schema and the widest zero bucket.
+/// the coarsest schema and the widest zero bucket, or to the custom
+/// bounds all have. The flag says whether custom bounds were reconciled.
 pub fn kahan_sum<'a>(
     hists: impl Iterator<Item = &'a FloatHistogram> + Clone,
-) -> Result<FloatHistogram, HistogramError> {
+) -> Result<(FloatHistogram, bool), HistogramError> {
     use super::kahan::sum_inc;
     use std::collections::BTreeMap;
     let mut first: Option<FloatHistogram> = None;
     let mut schema = i32::MAX;
     let mut zt = 0f64;
+    let mut bounds: Option<Vec<f64>> = None;
+    let mut reconciled = false;
     for h in hists.clone() {
         match &first {
             None => first = Some(h.clone()),
@@ -464,16 +487,23 @@ pub fn kahan_sum<'a>(
                 if f.uses_custom_buckets() != h.uses_custom_buckets() {
                     return Err(HistogramError::MixedExponentialCustom);
                 }
-                if f.uses_custom_buckets() && f.custom_values != h.custom_values {
-                    return Err(HistogramError::MismatchedCustomBuckets);
-                }
             }
+        }
+        if h.uses_custom_buckets() {
+            bounds = Some(match bounds {
+                None => h.custom_values.clone(),
+                Some(b) if b == h.custom_values => b,
+                Some(b) => {
+                    reconciled = true;
+                    crate::model::histogram::common_bounds(&b, &h.custom_values)
+                }
+            });
         }
         schema = schema.min(h.schema);
         zt = zt.max(h.zero_threshold);
     }
     let Some(mut out) = first else {
-        return Ok(FloatHistogram::default());
+        return Ok((FloatHistogram::default(), false));
     };
     type Acc = (f64, f64);
     let add = |acc: &mut Acc, v: f64| *acc = sum_inc(v, acc.0, acc.1);
@@ -486,6 +516,8 @@ pub fn kahan_sum<'a>(
         if !h.uses_custom_buckets() {
             h.reduce_to(schema);
             h.widen_zero(zt);
+        } else if let Some(b) = &bounds {
+            h.rebucket_custom(b);
         }
         if k > 0 {
             hint = hint.combine(h.counter_reset_hint);
@@ -510,10 +542,18 @@ pub fn kahan_sum<'a>(
     if !out.uses_custom_buckets() {
         out.schema = schema;
         out.zero_threshold = zt;
+    } else if let Some(b) = bounds {
+        out.custom_values = b;
     }
     out.count = count.0 + count.1;
     out.sum = total.0 + total.1;
     out.zero_count = zero.0 + zero.1;
     out.set_buckets(&pos, &neg);
-    Ok(out)
+    Ok((out, reconciled))
+}
+
+fn reconciled_info(ann: &mut Annotations, during: &str) {
+    ann.info(format!(
+        "mismatched custom buckets were reconciled during {during}"
+    ));
 }

@@ -402,16 +402,20 @@ impl FloatHistogram {
         if self.uses_custom_buckets() != prev.uses_custom_buckets() {
             return true;
         }
+        let mut cur = std::borrow::Cow::Borrowed(self);
+        let mut p = prev.clone();
         if self.uses_custom_buckets() {
+            // Different bounds are compared on the bounds both have.
             if self.custom_values != prev.custom_values {
-                return true;
+                let common = common_bounds(&self.custom_values, &prev.custom_values);
+                cur.to_mut().rebucket_custom(&common);
+                p.rebucket_custom(&common);
             }
         } else {
             if self.schema > prev.schema || self.zero_threshold < prev.zero_threshold {
                 return true;
             }
         }
-        let mut p = prev.clone();
         if !self.uses_custom_buckets() {
             p.reduce_to(self.schema);
             p.widen_zero(self.zero_threshold);
@@ -427,7 +431,7 @@ impl FloatHistogram {
                 .iter()
                 .any(|(_, d)| *d < 0.0)
         };
-        decreased(self.positive(), p.positive()) || decreased(self.negative(), p.negative())
+        decreased(cur.positive(), p.positive()) || decreased(cur.negative(), p.negative())
     }
 
     /// Every bucket from the most negative to the largest: negative

@@ -600,7 +600,10 @@ impl FloatHistogram {
             let term = b.count * delta * delta;
             // Kahan-Babuska (Neumaier) step.
             let t = variance + term;
-            if variance.abs() >= term.abs() {
+            if t.is_infinite() {
+                // As Prometheus: no compensation once the sum overflows.
+                c = 0.0;
+            } else if variance.abs() >= term.abs() {
                 c += (variance - t) + term;
             } else {
                 c += (term - t) + variance;

@@ -59,6 +59,7 @@ fn pyarrow_reads_the_same_samples_ember_returns() {
             })
             .collect();
         input.push(SeriesSamples {
+            histograms: Vec::new(),
             id: labels.stable_hash(),
             labels,
             samples,

@@ -70,6 +70,7 @@ fn series(block: i64) -> Vec<SeriesSamples> {
                 id: labels.stable_hash(),
                 labels,
                 samples,
+                histograms: Vec::new(),
             }
         })
         .collect()

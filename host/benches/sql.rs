@@ -84,6 +84,7 @@ fn main() {
                 })
                 .collect();
             SeriesSamples {
+                histograms: Vec::new(),
                 id: labels.stable_hash(),
                 labels,
                 samples,

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use ember::model::Labels;
+use ember::model::{FloatHistogram, Labels};
 use ember::promql::{QueryError, QueryResult, Sample, Series, Value, format_value};
 
 use super::parse::{Eval, EvalKind, Expected, ExpectedSeries, Millis, Point};
@@ -18,6 +18,36 @@ const EPSILON: f64 = 1e-6;
 /// equal themselves, and otherwise the difference must be within `EPSILON`
 /// relative to the magnitudes. Next to zero the allowed difference is
 /// `EPSILON` times the smallest normal float, so `0` expects (almost) exact 0.
+/// Native histograms compared as Prometheus's promqltest does: both
+/// compacted, then schema, zero threshold and spans exactly, counts, sum
+/// and buckets within the float tolerance. The counter reset hint is not
+/// compared.
+pub fn hist_eq(expected: &FloatHistogram, actual: &FloatHistogram) -> bool {
+    let (mut e, mut a) = (expected.clone(), actual.clone());
+    e.compact();
+    a.compact();
+    let floats =
+        |x: &[f64], y: &[f64]| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| float_eq(*p, *q));
+    e.schema == a.schema
+        && float_eq(e.count, a.count)
+        && float_eq(e.sum, a.sum)
+        && (!e.uses_custom_buckets() || e.custom_values == a.custom_values)
+        && e.zero_threshold == a.zero_threshold
+        && float_eq(e.zero_count, a.zero_count)
+        && e.positive_spans == a.positive_spans
+        && e.negative_spans == a.negative_spans
+        && floats(&e.positive_buckets, &a.positive_buckets)
+        && floats(&e.negative_buckets, &a.negative_buckets)
+}
+
+/// A sample's value as a script writes it.
+fn fmt_sample(s: &Sample) -> String {
+    match &s.h {
+        Some(h) => h.to_string(),
+        None => fmt_f(s.v),
+    }
+}
+
 pub fn float_eq(expected: f64, actual: f64) -> bool {
     use ember::model::sample::is_stale_nan;
     if is_stale_nan(expected) || is_stale_nan(actual) {
@@ -103,16 +133,25 @@ pub fn check_range_variant(
     let samples: Vec<Sample> = series
         .iter()
         .filter_map(|s| {
-            s.points.iter().find(|p| p.t == at_ms).map(|p| Sample {
+            let float = s.points.iter().find(|p| p.t == at_ms).map(|p| Sample {
                 labels: s.labels.clone(),
                 t: p.t,
                 v: p.v,
+                h: None,
+            });
+            float.or_else(|| {
+                s.histograms.iter().find(|p| p.t == at_ms).map(|p| Sample {
+                    labels: s.labels.clone(),
+                    t: p.t,
+                    v: 0.0,
+                    h: Some(p.h.clone()),
+                })
             })
         })
         .collect();
     match &eval.expected {
         Expected::Scalar(want) => match samples.first() {
-            Some(s) if float_eq(*want, s.v) => Ok(()),
+            Some(s) if s.h.is_none() && float_eq(*want, s.v) => Ok(()),
             Some(s) => Err(format!(
                 "expected scalar {}, got {}",
                 fmt_f(*want),
@@ -235,7 +274,7 @@ fn compare_vector(
             continue;
         }
         let Some(i) = want.iter().position(|l| *l == s.labels) else {
-            diffs.push(format!("unexpected: {} {}", s.labels, fmt_f(s.v)));
+            diffs.push(format!("unexpected: {} {}", s.labels, fmt_sample(s)));
             continue;
         };
         seen.insert(i);
@@ -247,24 +286,22 @@ fn compare_vector(
                 pos + 1
             ));
         }
-        match expected[i].points.first() {
-            Some(Point::Float(v)) if float_eq(*v, s.v) => {}
-            Some(Point::Float(v)) => diffs.push(format!(
-                "{}: expected {}, got {}",
+        let ok = match (expected[i].points.first(), &s.h) {
+            (Some(Point::Float(v)), None) => float_eq(*v, s.v),
+            (Some(Point::Histogram(h)), Some(got)) => hist_eq(h, got),
+            _ => false,
+        };
+        if !ok {
+            let want = match expected[i].points.first() {
+                Some(Point::Float(v)) => fmt_f(*v),
+                Some(Point::Histogram(h)) => h.to_string(),
+                Some(Point::Missing) | None => "no value".to_string(),
+            };
+            diffs.push(format!(
+                "{}: expected {want}, got {}",
                 s.labels,
-                fmt_f(*v),
-                fmt_f(s.v)
-            )),
-            Some(Point::Histogram(h)) => diffs.push(format!(
-                "{}: expected native histogram {h}, got float {} (the engine API has no histogram values)",
-                s.labels,
-                fmt_f(s.v)
-            )),
-            Some(Point::Missing) | None => diffs.push(format!(
-                "{}: expected no value, got {}",
-                s.labels,
-                fmt_f(s.v)
-            )),
+                fmt_sample(s)
+            ));
         }
     }
     for (i, e) in expected.iter().enumerate() {
@@ -290,7 +327,7 @@ fn compare_matrix(
     let mut diffs = Vec::new();
     let mut seen: HashSet<usize> = HashSet::new();
     for s in series {
-        let got = fmt_points(s.points.iter().map(|p| (p.t, p.v)));
+        let got = fmt_series_points(s);
         let Some(i) = want.iter().position(|l| *l == s.labels) else {
             diffs.push(format!("unexpected: {} {got}", s.labels));
             continue;
@@ -307,6 +344,7 @@ fn compare_matrix(
             continue;
         };
         let mut want_points: Vec<(Millis, f64)> = Vec::new();
+        let mut want_hists: Vec<(Millis, &FloatHistogram)> = Vec::new();
         let mut problem = None;
         for (k, p) in expected[i].points.iter().enumerate() {
             let t = start.saturating_add(step.saturating_mul(k as i64));
@@ -324,14 +362,7 @@ fn compare_matrix(
             match p {
                 Point::Float(v) => want_points.push((t, *v)),
                 Point::Missing => {}
-                Point::Histogram(h) => {
-                    problem = Some(format!(
-                        "{}: expects native histogram {h} at {} (the engine API has no histogram values)",
-                        s.labels,
-                        fmt_t(t)
-                    ));
-                    break;
-                }
+                Point::Histogram(h) => want_hists.push((t, h)),
             }
         }
         if let Some(p) = problem {
@@ -342,12 +373,17 @@ fn compare_matrix(
             && want_points
                 .iter()
                 .zip(&s.points)
-                .all(|((wt, wv), p)| *wt == p.t && float_eq(*wv, p.v));
+                .all(|((wt, wv), p)| *wt == p.t && float_eq(*wv, p.v))
+            && want_hists.len() == s.histograms.len()
+            && want_hists
+                .iter()
+                .zip(&s.histograms)
+                .all(|((wt, wh), p)| *wt == p.t && hist_eq(wh, &p.h));
         if !same {
             diffs.push(format!(
                 "{}:\n     expected {}\n          got {got}",
                 s.labels,
-                fmt_points(want_points.iter().copied())
+                fmt_points_expected(&expected[i].points)
             ));
         }
     }
@@ -392,7 +428,7 @@ pub fn summarize(v: &Value) -> String {
             let mut parts: Vec<String> = samples
                 .iter()
                 .take(MAX)
-                .map(|s| format!("{} {}", s.labels, fmt_f(s.v)))
+                .map(|s| format!("{} {}", s.labels, fmt_sample(s)))
                 .collect();
             if samples.len() > MAX {
                 parts.push(format!("... {} more", samples.len() - MAX));
@@ -403,13 +439,7 @@ pub fn summarize(v: &Value) -> String {
             let mut parts: Vec<String> = series
                 .iter()
                 .take(MAX)
-                .map(|s| {
-                    format!(
-                        "{} {}",
-                        s.labels,
-                        fmt_points(s.points.iter().map(|p| (p.t, p.v)))
-                    )
-                })
+                .map(|s| format!("{} {}", s.labels, fmt_series_points(s)))
                 .collect();
             if series.len() > MAX {
                 parts.push(format!("... {} more", series.len() - MAX));
@@ -436,10 +466,20 @@ fn fmt_t(t: Millis) -> String {
     }
 }
 
-fn fmt_points(points: impl Iterator<Item = (Millis, f64)>) -> String {
-    let parts: Vec<String> = points
-        .map(|(t, v)| format!("{}@{}", fmt_f(v), fmt_t(t)))
+/// A result series' floats and histograms, in time order.
+fn fmt_series_points(s: &Series) -> String {
+    let mut parts: Vec<(Millis, String)> = s
+        .points
+        .iter()
+        .map(|p| (p.t, format!("{}@{}", fmt_f(p.v), fmt_t(p.t))))
+        .chain(
+            s.histograms
+                .iter()
+                .map(|p| (p.t, format!("{}@{}", p.h, fmt_t(p.t)))),
+        )
         .collect();
+    parts.sort_by_key(|p| p.0);
+    let parts: Vec<String> = parts.into_iter().map(|p| p.1).collect();
     format!("[{}]", parts.join(" "))
 }
 
@@ -449,7 +489,7 @@ fn fmt_points_expected(points: &[Point]) -> String {
         .map(|p| match p {
             Point::Missing => "_".to_string(),
             Point::Float(v) => fmt_f(*v),
-            Point::Histogram(h) => h.clone(),
+            Point::Histogram(h) => h.to_string(),
         })
         .collect();
     parts.join(" ")
@@ -489,6 +529,7 @@ mod tests {
             labels: labels(pairs),
             t: 0,
             v,
+            h: None,
         }
     }
 
@@ -569,6 +610,7 @@ mod tests {
         let e = eval("eval range from 0 to 2m step 1m x\n  x 1 _ 3\n");
         let series = |pts: &[(i64, f64)]| {
             ok(Value::Matrix(vec![Series {
+                histograms: Vec::new(),
                 labels: labels(&[("__name__", "x")]),
                 points: pts.iter().map(|&(t, v)| VPoint { t, v }).collect(),
             }]))
@@ -606,6 +648,7 @@ mod tests {
     fn range_variant_takes_the_point_at_the_eval_time() {
         let e = eval("eval instant at 1m x\n  x 5\n");
         let r = ok(Value::Matrix(vec![Series {
+            histograms: Vec::new(),
             labels: labels(&[("__name__", "x")]),
             points: vec![VPoint { t: 60_000, v: 5.0 }],
         }]));

@@ -11,6 +11,9 @@
 
 use std::fmt;
 
+use ember::model::FloatHistogram;
+use ember::model::histogram::{CounterResetHint, Span};
+
 /// Milliseconds, the unit of every time in a script (relative to the epoch).
 pub type Millis = i64;
 
@@ -54,8 +57,8 @@ pub enum Point {
     Missing,
     /// A float sample; `stale` is the stale-marker NaN.
     Float(f64),
-    /// A native histogram, kept as its `{{...}}` source text.
-    Histogram(String),
+    /// A native histogram.
+    Histogram(Box<FloatHistogram>),
 }
 
 /// How an instant or range evaluation is timed.
@@ -960,25 +963,37 @@ fn expand_item(item: &str, out: &mut Vec<Point>) -> PResult<()> {
     }
     if item.starts_with("{{") {
         let (first, rest) = take_histogram(item)?;
+        let start = parse_histogram(first)?;
         if rest.is_empty() {
-            out.push(Point::Histogram(first.to_string()));
+            out.push(Point::Histogram(Box::new(start)));
             return Ok(());
         }
-        let n = if rest.starts_with('x') {
-            parse_times(rest)?
-        } else if rest.starts_with(['+', '-']) {
-            let (_, rest2) = take_histogram(&rest[1..])?;
-            parse_times(rest2)?
-        } else {
+        if rest.starts_with('x') {
+            let n = parse_times(rest)?;
+            out.extend(std::iter::repeat_n(
+                Point::Histogram(Box::new(start)),
+                n + 1,
+            ));
+            return Ok(());
+        }
+        if !rest.starts_with(['+', '-']) {
             return Err(format!("unexpected {rest:?}"));
-        };
-        // The increments are applied by the histogram arithmetic Ember does
-        // not have; every step keeps the text of the start value, which is
-        // enough to count points and to report them.
-        out.extend(std::iter::repeat_n(
-            Point::Histogram(item.to_string()),
-            n + 1,
-        ));
+        }
+        let (inc, rest2) = take_histogram(&rest[1..])?;
+        let inc = parse_histogram(inc)?;
+        let n = parse_times(rest2)?;
+        // Each step adds (or subtracts) the increment once more, as
+        // Prometheus does, so float rounding matches.
+        let mut h = start;
+        for _ in 0..=n {
+            out.push(Point::Histogram(Box::new(h.clone())));
+            let r = if rest.starts_with('+') {
+                h.add(&inc)
+            } else {
+                h.sub(&inc)
+            };
+            r.map_err(|e| e.to_string())?;
+        }
         return Ok(());
     }
     let (first, rest) = take_value(item, true)?;
@@ -1019,6 +1034,92 @@ fn parse_times(s: &str) -> PResult<usize> {
         return Err(format!("repeat count {n} too large"));
     }
     Ok(n)
+}
+
+/// A histogram in the promqltest notation: `{{schema:0 sum:5 count:4
+/// z_bucket:1 z_bucket_w:0.001 buckets:[1 2 1] offset:1 n_buckets:[..]
+/// n_offset:-1 custom_values:[..] counter_reset_hint:gauge}}`.
+pub fn parse_histogram(s: &str) -> PResult<FloatHistogram> {
+    let body = s
+        .strip_prefix("{{")
+        .and_then(|b| b.strip_suffix("}}"))
+        .ok_or_else(|| format!("not a histogram: {s:?}"))?;
+    let mut h = FloatHistogram::default();
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    let (mut pos_off, mut neg_off) = (0i32, 0i32);
+    let mut rest = body.trim();
+    let number = |v: &str| -> PResult<f64> {
+        let (x, r) = take_value(v, true)?;
+        if !r.is_empty() {
+            return Err(format!("invalid number {v:?}"));
+        }
+        Ok(x)
+    };
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("expected key:value in histogram at {rest:?}"))?;
+        let key = key.trim();
+        let after = after.trim_start();
+        let (value, next) = if after.starts_with('[') {
+            let end = after
+                .find(']')
+                .ok_or_else(|| format!("unterminated list at {after:?}"))?;
+            (&after[..=end], &after[end + 1..])
+        } else {
+            let end = after.find(char::is_whitespace).unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        let list = |v: &str| -> PResult<Vec<f64>> {
+            v.trim_start_matches('[')
+                .trim_end_matches(']')
+                .split_whitespace()
+                .map(number)
+                .collect()
+        };
+        let int = |v: &str| -> PResult<i32> {
+            v.parse::<i32>()
+                .map_err(|_| format!("invalid integer {v:?} for {key}"))
+        };
+        match key {
+            "schema" => h.schema = int(value)?,
+            "sum" => h.sum = number(value)?,
+            "count" => h.count = number(value)?,
+            "z_bucket" => h.zero_count = number(value)?,
+            "z_bucket_w" => h.zero_threshold = number(value)?,
+            "buckets" => pos = list(value)?,
+            "n_buckets" => neg = list(value)?,
+            "offset" => pos_off = int(value)?,
+            "n_offset" => neg_off = int(value)?,
+            "custom_values" => h.custom_values = list(value)?,
+            "counter_reset_hint" => {
+                h.counter_reset_hint = match value {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::CounterReset,
+                    "not_reset" => CounterResetHint::NotCounterReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    _ => return Err(format!("invalid counter_reset_hint {value:?}")),
+                }
+            }
+            _ => return Err(format!("unknown histogram field {key:?}")),
+        }
+        rest = next.trim_start();
+    }
+    if !pos.is_empty() {
+        h.positive_spans = vec![Span {
+            offset: pos_off,
+            length: pos.len() as u32,
+        }];
+        h.positive_buckets = pos;
+    }
+    if !neg.is_empty() {
+        h.negative_spans = vec![Span {
+            offset: neg_off,
+            length: neg.len() as u32,
+        }];
+        h.negative_buckets = neg;
+    }
+    Ok(h)
 }
 
 /// `{{...}}` at the start of `s`, and the rest.
@@ -1198,7 +1299,7 @@ mod tests {
     fn histogram_points() {
         let p = parse_points("{{schema:1 sum:3 count:22 buckets:[5 10 7]}} 1 {{count:0}}+{{count:1}}x2 {{count:2}}x1").unwrap();
         assert_eq!(p.len(), 1 + 1 + 3 + 2);
-        assert!(matches!(&p[0], Point::Histogram(h) if h.contains("buckets:[5 10 7]")));
+        assert!(matches!(&p[0], Point::Histogram(h) if h.positive_buckets == [5.0, 10.0, 7.0]));
         assert_eq!(p[1], Point::Float(1.0));
     }
 

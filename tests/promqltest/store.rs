@@ -1,16 +1,17 @@
 //! The test environment of one script section (between `clear`s): a fresh
 //! Ember storage in a temporary directory and an engine over it.
 //!
-//! Some loaded data cannot be stored: native histogram samples (the storage
-//! keeps floats only), start timestamps (`@st` lines), and the native
-//! histograms with custom buckets that `load_with_nhcb` derives. Those series
-//! are remembered, and an eval whose query selects any of them is reported
-//! as failing for that reason instead of being run, so a missing histogram
-//! can never make an eval pass by accident.
+//! Native histogram samples are stored as loaded, and `load_with_nhcb` also
+//! stores the native histograms with custom buckets it derives from classic
+//! histogram series. Start timestamps (`@st` lines) cannot be stored: those
+//! series are remembered, and an eval whose query selects any of them is
+//! reported as failing for that reason instead of being run, so missing
+//! data can never make an eval pass by accident.
 
 use std::sync::Arc;
 
-use ember::model::Labels;
+use ember::model::histogram::{CUSTOM_BUCKETS_SCHEMA, Span};
+use ember::model::{FloatHistogram, Labels};
 use ember::promql::{Engine, EngineOptions};
 use ember::storage::{Storage, StorageOptions};
 use promql_parser::label::Matcher;
@@ -31,9 +32,7 @@ pub struct Store {
     _dir: tempfile::TempDir,
 }
 
-const HISTOGRAM: &str = "native histogram samples";
 const START_TIMESTAMPS: &str = "start timestamps (@st)";
-const NHCB: &str = "native histograms with custom buckets (load_with_nhcb)";
 
 impl Store {
     pub fn new() -> Result<Store, String> {
@@ -77,11 +76,13 @@ impl Store {
             defs.push((labels, s));
         }
         let mut app = storage.appender();
-        for (labels, s) in defs {
+        // Classic histogram series `load_with_nhcb` also turns into native
+        // histograms with custom buckets, keyed by the derived series.
+        let mut nhcb: Vec<(Labels, NhcbParts)> = Vec::new();
+        for (labels, s) in defs.iter().map(|(l, s)| (l.clone(), *s)) {
             if s.has_start_timestamps {
                 self.unstored.push((labels.clone(), START_TIMESTAMPS));
             }
-            let mut has_histogram = false;
             for (i, p) in s.points.iter().enumerate() {
                 let t = (i as i64)
                     .checked_mul(load.interval_ms)
@@ -89,16 +90,36 @@ impl Store {
                 match p {
                     Point::Missing => {}
                     Point::Float(v) => app.append(labels.clone(), t, *v),
-                    Point::Histogram(_) => has_histogram = true,
+                    Point::Histogram(h) => app.append_histogram(labels.clone(), t, (**h).clone()),
                 }
             }
-            if has_histogram {
-                self.unstored.push((labels.clone(), HISTOGRAM));
+            if let Some(h) = nhcb_series(&labels).filter(|_| load.with_nhcb) {
+                let part = nhcb.iter().position(|(l, _)| *l == h).unwrap_or_else(|| {
+                    nhcb.push((h, NhcbParts::default()));
+                    nhcb.len() - 1
+                });
+                let parts = &mut nhcb[part].1;
+                let name = labels.metric_name().unwrap_or("");
+                if name.ends_with("_bucket") {
+                    let le = labels.get("le").unwrap_or("");
+                    let le = super::parse::parse_bare_number(le)
+                        .ok_or_else(|| format!("line {}: invalid le {le:?}", s.line))?;
+                    parts.buckets.push((le, &s.points));
+                } else if name.ends_with("_count") {
+                    parts.count = Some(&s.points);
+                } else {
+                    parts.sum = Some(&s.points);
+                }
             }
-            if let Some(h) = nhcb_series(&labels).filter(|_| load.with_nhcb)
-                && !self.unstored.iter().any(|(l, _)| *l == h)
-            {
-                self.unstored.push((h, NHCB));
+        }
+        for (labels, parts) in nhcb {
+            let steps = parts.buckets.iter().map(|b| b.1.len()).max().unwrap_or(0);
+            for i in 0..steps {
+                let Some(h) = parts.at(i) else { continue };
+                let t = (i as i64)
+                    .checked_mul(load.interval_ms)
+                    .ok_or_else(|| "timestamp out of range".to_string())?;
+                app.append_histogram(labels.clone(), t, h);
             }
         }
         let report = app.commit().map_err(|e| format!("commit: {e}"))?;
@@ -131,6 +152,63 @@ impl Store {
             "the query reads {}, which has {} the storage cannot hold",
             hit.0, hit.1
         ))
+    }
+}
+
+/// The classic series one native histogram with custom buckets is made of.
+#[derive(Default)]
+struct NhcbParts<'a> {
+    buckets: Vec<(f64, &'a Vec<Point>)>,
+    count: Option<&'a Vec<Point>>,
+    sum: Option<&'a Vec<Point>>,
+}
+
+impl NhcbParts<'_> {
+    /// The histogram at step `i`: finite `le` bounds become the custom
+    /// bounds, cumulative bucket counts become per-bucket counts. Steps
+    /// where a bucket is missing or stale have none.
+    fn at(&self, i: usize) -> Option<FloatHistogram> {
+        let value = |points: &Vec<Point>| match points.get(i) {
+            Some(Point::Float(v)) if !ember::model::is_stale_nan(*v) => Some(*v),
+            _ => None,
+        };
+        let mut cumulative: Vec<(f64, f64)> = Vec::with_capacity(self.buckets.len());
+        for (le, points) in &self.buckets {
+            cumulative.push((*le, value(points)?));
+        }
+        cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut h = FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            ..Default::default()
+        };
+        let mut prev = 0.0;
+        let mut counts = Vec::with_capacity(cumulative.len());
+        for (le, c) in &cumulative {
+            if le.is_finite() {
+                h.custom_values.push(*le);
+            }
+            counts.push(c - prev);
+            prev = *c;
+        }
+        if cumulative.last().is_some_and(|(le, _)| le.is_finite()) {
+            // No +Inf bucket: the last, implicit bucket is empty.
+            counts.push(0.0);
+        }
+        h.positive_spans = vec![Span {
+            offset: 0,
+            length: counts.len() as u32,
+        }];
+        h.positive_buckets = counts;
+        h.count = match self.count {
+            Some(points) => value(points)?,
+            None => prev,
+        };
+        h.sum = match self.sum {
+            Some(points) => value(points)?,
+            None => 0.0,
+        };
+        h.compact();
+        Some(h)
     }
 }
 

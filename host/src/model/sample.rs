@@ -28,6 +28,14 @@ impl PartialEq for Sample {
 
 impl Eq for Sample {}
 
+/// One native histogram sample. Shared, because a histogram is large and
+/// reads hand the same one to several readers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramSample {
+    pub t: i64,
+    pub h: std::sync::Arc<super::FloatHistogram>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    Array, AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array,
+};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result as DfResult};
@@ -29,11 +31,11 @@ use parking_lot::Mutex;
 use super::eval::functions::Arg;
 use super::eval::range_fn::RangeFunc;
 use super::eval::{
-    self, Annotations, EvalError, SeriesData, aggregate, binary, functions, selector,
+    self, Annotations, EvalError, SeriesData, aggregate, binary, functions, native, selector,
 };
 use super::plan::{ArgKind, Op, PromNode, series_schema};
 use crate::model::Labels;
-use crate::promql::value::Point;
+use crate::promql::value::{HPoint, Point};
 use crate::storage::Storage;
 
 /// What every operator of one query shares.
@@ -43,6 +45,8 @@ pub struct QueryEnv {
     /// refers to, by index.
     series: Mutex<Vec<(Labels, bool)>>,
     pub annotations: Mutex<Annotations>,
+    /// Native histograms the batches refer to, by index.
+    histograms: Mutex<Vec<Arc<crate::model::FloatHistogram>>>,
     /// Samples loaded so far, against `--query.max-samples`.
     samples: AtomicU64,
     max_samples: u64,
@@ -54,6 +58,7 @@ impl QueryEnv {
             storage,
             series: Mutex::new(Vec::new()),
             annotations: Mutex::new(Annotations::default()),
+            histograms: Mutex::new(Vec::new()),
             samples: AtomicU64::new(0),
             max_samples: max_samples as u64,
         }
@@ -75,32 +80,55 @@ impl QueryEnv {
     }
 
     /// Series as batches: whole series per batch, about 8k rows each.
+    /// Float-only batches get an all-null histogram column, so the float
+    /// path pays one null buffer per batch and nothing per row.
     pub fn encode(&self, series: Vec<SeriesData>) -> DfResult<Vec<RecordBatch>> {
         const TARGET_ROWS: usize = 8192;
         let mut out = Vec::new();
-        let (mut ids, mut ts, mut vs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cols = Columns::default();
         let mut table = self.series.lock();
         for s in series {
-            if s.points.is_empty() {
+            if s.is_empty() {
                 continue;
             }
             let id = table.len() as u32;
             table.push((s.labels, s.drop_name));
-            for p in &s.points {
-                ids.push(id);
-                ts.push(p.t);
-                vs.push(p.v);
+            if s.hists.is_empty() {
+                for p in &s.points {
+                    cols.ids.push(id);
+                    cols.ts.push(p.t);
+                    cols.vs.push(p.v);
+                }
+                if let Some(hs) = cols.hs.as_mut() {
+                    hs.resize(cols.ids.len(), None);
+                }
+            } else {
+                let mut hist_table = self.histograms.lock();
+                let hs = cols.hs.get_or_insert_with(Vec::new);
+                hs.resize(cols.ids.len(), None);
+                let (mut i, mut j) = (0, 0);
+                while i < s.points.len() || j < s.hists.len() {
+                    cols.ids.push(id);
+                    if j >= s.hists.len() || (i < s.points.len() && s.points[i].t < s.hists[j].t) {
+                        cols.ts.push(s.points[i].t);
+                        cols.vs.push(s.points[i].v);
+                        hs.push(None);
+                        i += 1;
+                    } else {
+                        cols.ts.push(s.hists[j].t);
+                        cols.vs.push(0.0);
+                        hs.push(Some(hist_table.len() as u32));
+                        hist_table.push(s.hists[j].h.clone());
+                        j += 1;
+                    }
+                }
             }
-            if ids.len() >= TARGET_ROWS {
-                out.push(make_batch(
-                    std::mem::take(&mut ids),
-                    std::mem::take(&mut ts),
-                    std::mem::take(&mut vs),
-                )?);
+            if cols.ids.len() >= TARGET_ROWS {
+                out.push(std::mem::take(&mut cols).into_batch()?);
             }
         }
-        if !ids.is_empty() {
-            out.push(make_batch(ids, ts, vs)?);
+        if !cols.ids.is_empty() {
+            out.push(cols.into_batch()?);
         }
         Ok(out)
     }
@@ -108,12 +136,15 @@ impl QueryEnv {
     /// Batches back into series, joining runs of the same series.
     pub fn decode(&self, batches: &[RecordBatch]) -> Vec<SeriesData> {
         let table = self.series.lock();
+        let hist_table = self.histograms.lock();
         let mut out: Vec<SeriesData> = Vec::new();
         let mut last_id = u32::MAX;
         for b in batches {
             let ids = b.column(0).as_primitive::<UInt32Type>().values();
             let ts = b.column(1).as_primitive::<Int64Type>().values();
             let vs = b.column(2).as_primitive::<Float64Type>().values();
+            let hcol = b.column(3).as_primitive::<UInt32Type>();
+            let has_hists = hcol.null_count() < hcol.len();
             for i in 0..b.num_rows() {
                 if ids[i] != last_id || out.is_empty() {
                     last_id = ids[i];
@@ -123,9 +154,18 @@ impl QueryEnv {
                         labels,
                         drop_name,
                         points: Vec::new(),
+                        hists: Vec::new(),
                     });
                 }
-                if let Some(s) = out.last_mut() {
+                let Some(s) = out.last_mut() else { continue };
+                if has_hists && hcol.is_valid(i) {
+                    if let Some(h) = hist_table.get(hcol.value(i) as usize) {
+                        s.hists.push(HPoint {
+                            t: ts[i],
+                            h: h.clone(),
+                        });
+                    }
+                } else {
                     s.points.push(Point { t: ts[i], v: vs[i] });
                 }
             }
@@ -134,15 +174,36 @@ impl QueryEnv {
     }
 }
 
-fn make_batch(ids: Vec<u32>, ts: Vec<i64>, vs: Vec<f64>) -> DfResult<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        series_schema(),
-        vec![
-            Arc::new(UInt32Array::from(ids)),
-            Arc::new(Int64Array::from(ts)),
-            Arc::new(Float64Array::from(vs)),
-        ],
-    )?)
+/// Column buffers of one batch being built.
+#[derive(Default)]
+struct Columns {
+    ids: Vec<u32>,
+    ts: Vec<i64>,
+    vs: Vec<f64>,
+    /// Only once a histogram point was seen.
+    hs: Option<Vec<Option<u32>>>,
+}
+
+impl Columns {
+    fn into_batch(self) -> DfResult<RecordBatch> {
+        let n = self.ids.len();
+        let hs: Arc<dyn datafusion::arrow::array::Array> = match self.hs {
+            Some(mut hs) => {
+                hs.resize(n, None);
+                Arc::new(UInt32Array::from(hs))
+            }
+            None => Arc::new(UInt32Array::new_null(n)),
+        };
+        Ok(RecordBatch::try_new(
+            series_schema(),
+            vec![
+                Arc::new(UInt32Array::from(self.ids)),
+                Arc::new(Int64Array::from(self.ts)),
+                Arc::new(Float64Array::from(self.vs)),
+                hs,
+            ],
+        )?)
+    }
 }
 
 fn df_err(e: EvalError) -> DataFusionError {
@@ -256,15 +317,21 @@ impl PromExec {
                         }
                     }
                 }
-                let n: usize = selected.iter().map(|s| s.samples.len()).sum();
+                let n: usize = selected.iter().map(|s| s.len()).sum();
                 env.account(n).map_err(df_err)?;
                 selected
                     .into_iter()
                     .map(|s| {
-                        SeriesData::new(
+                        let mut d = SeriesData::new(
                             s.labels,
                             s.samples.iter().map(|x| Point { t: x.t, v: x.v }).collect(),
-                        )
+                        );
+                        d.hists = s
+                            .histograms
+                            .into_iter()
+                            .map(|x| HPoint { t: x.t, h: x.h })
+                            .collect();
+                        d
                     })
                     .collect()
             }
@@ -278,13 +345,31 @@ impl PromExec {
                 let mut out = Vec::with_capacity(raw.len());
                 for (k, s) in raw.into_iter().enumerate() {
                     yield_sometimes(k).await;
-                    let points =
-                        selector::instant_align(&s.points, *grid, *lookback, *shift, *sample_time);
-                    if !points.is_empty() {
+                    let (points, hists) = if s.hists.is_empty() {
+                        let p = selector::instant_align(
+                            &s.points,
+                            *grid,
+                            *lookback,
+                            *shift,
+                            *sample_time,
+                        );
+                        (p, Vec::new())
+                    } else {
+                        native::instant_align(
+                            &s.points,
+                            &s.hists,
+                            *grid,
+                            *lookback,
+                            *shift,
+                            *sample_time,
+                        )
+                    };
+                    if !points.is_empty() || !hists.is_empty() {
                         out.push(SeriesData {
                             labels: s.labels,
                             drop_name: s.drop_name || *sample_time,
                             points,
+                            hists,
                         });
                     }
                 }
@@ -304,7 +389,7 @@ impl PromExec {
                 let mut out = Vec::with_capacity(raw.len());
                 let mut step_args = Vec::with_capacity(args.len());
                 if matches!(func, RangeFunc::Rate | RangeFunc::Increase) {
-                    for s in &raw {
+                    for s in raw.iter().filter(|s| !s.points.is_empty()) {
                         let name = s.labels.metric_name().unwrap_or("");
                         if !["_total", "_sum", "_count", "_bucket"]
                             .iter()
@@ -318,16 +403,36 @@ impl PromExec {
                 }
                 for (k, s) in raw.into_iter().enumerate() {
                     yield_sometimes(k).await;
-                    let points = selector::slide(&s.points, *grid, *range, *shift, |i, w, win| {
-                        step_args.clear();
-                        step_args.extend(args.iter().map(|a| a[i]));
-                        func.eval(w, win, *range, &step_args)
-                    });
-                    if !points.is_empty() {
+                    let (points, hists) = if s.hists.is_empty() {
+                        let p = selector::slide(&s.points, *grid, *range, *shift, |i, w, win| {
+                            step_args.clear();
+                            step_args.extend(args.iter().map(|a| a[i]));
+                            func.eval(w, win, *range, &step_args)
+                        });
+                        (p, Vec::new())
+                    } else {
+                        let name = s.labels.metric_name().unwrap_or("").to_owned();
+                        native::slide(
+                            &s.points,
+                            &s.hists,
+                            *grid,
+                            *range,
+                            *shift,
+                            |i, fw, hw, win| {
+                                step_args.clear();
+                                step_args.extend(args.iter().map(|a| a[i]));
+                                native::range_eval(
+                                    *func, fw, hw, win, *range, &step_args, &name, &mut ann,
+                                )
+                            },
+                        )
+                    };
+                    if !points.is_empty() || !hists.is_empty() {
                         out.push(SeriesData {
                             labels: s.labels,
                             drop_name: s.drop_name || !func.keeps_name(),
                             points,
+                            hists,
                         });
                     }
                 }
@@ -342,16 +447,29 @@ impl PromExec {
                         s.points.retain(|p| {
                             p.t > start && p.t <= end && !crate::model::is_stale_nan(p.v)
                         });
-                        (!s.points.is_empty()).then_some(s)
+                        s.hists.retain(|p| {
+                            p.t > start && p.t <= end && !crate::model::is_stale_nan(p.h.sum)
+                        });
+                        (!s.is_empty()).then_some(s)
                     })
                     .collect()
             }
             Op::Literal { grid, value } => vec![functions::scalar_series(*grid, |_| *value)],
             Op::Call { grid, func, args } => {
                 let mut evaluated = Vec::with_capacity(args.len());
+                let keeps_hists = func.keeps_histograms();
                 for a in args {
                     evaluated.push(match a {
-                        ArgKind::Vector => Arg::Vector(next()),
+                        ArgKind::Vector if keeps_hists => Arg::Vector(next()),
+                        ArgKind::Vector => Arg::Vector(
+                            next()
+                                .into_iter()
+                                .filter_map(|mut s| {
+                                    s.hists = Vec::new();
+                                    (!s.points.is_empty()).then_some(s)
+                                })
+                                .collect(),
+                        ),
                         ArgKind::Scalar => Arg::Scalar(scalar_values(&next(), *grid)),
                         ArgKind::String(s) => Arg::String(s.clone()),
                     });
@@ -389,14 +507,19 @@ impl PromExec {
                 };
                 let l = operand(next(), *lhs_scalar);
                 let r = operand(next(), *rhs_scalar);
-                binary::eval(*op, *return_bool, matching, l, r, *grid).map_err(df_err)?
+                binary::eval(*op, *return_bool, matching, l, r, *grid, &mut ann).map_err(df_err)?
             }
             Op::Absent { grid, labels } => {
                 let input = next();
                 let mut present = vec![false; grid.len()];
                 for s in &input {
-                    for p in &s.points {
-                        if let Some(i) = grid.index(p.t) {
+                    let times = s
+                        .points
+                        .iter()
+                        .map(|p| p.t)
+                        .chain(s.hists.iter().map(|p| p.t));
+                    for t in times {
+                        if let Some(i) = grid.index(t) {
                             present[i] = true;
                         }
                     }
@@ -419,7 +542,7 @@ impl PromExec {
         };
         env.annotations.lock().merge(ann, &position);
         if !matches!(op.as_ref(), Op::Scan { .. }) {
-            let n: usize = out.iter().map(|s| s.points.len()).sum();
+            let n: usize = out.iter().map(|s| s.points.len() + s.hists.len()).sum();
             env.account(n).map_err(df_err)?;
         }
         Ok(out)

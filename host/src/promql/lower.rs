@@ -451,7 +451,13 @@ impl Lowering<'_> {
                 )));
             }
             "timestamp" => {
-                if let Some(Expr::VectorSelector(vs)) = args.first() {
+                // Parentheses do not hide the selector: Prometheus reads the
+                // sample's own timestamp through them too.
+                let mut arg: Option<&Expr> = args.first().map(|a| &**a);
+                while let Some(Expr::Paren(p)) = arg {
+                    arg = Some(&*p.expr);
+                }
+                if let Some(Expr::VectorSelector(vs)) = arg {
                     return Ok(Lowered::Vector(self.instant_selector(vs, grid, true)?));
                 }
             }

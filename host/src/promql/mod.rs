@@ -397,6 +397,8 @@ fn finish(
     let mut merged: Vec<Series> = Vec::with_capacity(series.len());
     let mut index: std::collections::HashMap<crate::model::Labels, usize> =
         std::collections::HashMap::new();
+    let same_labelset =
+        || QueryError::Execution("vector cannot contain metrics with the same labelset".into());
     for s in series {
         let labels = if s.drop_name {
             eval::drop_metric_name(&s.labels)
@@ -406,20 +408,33 @@ fn finish(
         let points: Vec<Point> = s.points;
         match index.get(&labels) {
             Some(&i) => {
-                let existing = &mut merged[i].points;
+                let m = &mut merged[i];
                 for p in points {
-                    if existing.iter().any(|e| e.t == p.t) {
-                        return Err(QueryError::Execution(
-                            "vector cannot contain metrics with the same labelset".into(),
-                        ));
+                    if m.points.iter().any(|e| e.t == p.t)
+                        || m.histograms.iter().any(|e| e.t == p.t)
+                    {
+                        return Err(same_labelset());
                     }
-                    existing.push(p);
+                    m.points.push(p);
                 }
-                existing.sort_by_key(|p| p.t);
+                for h in s.hists {
+                    if m.points.iter().any(|e| e.t == h.t)
+                        || m.histograms.iter().any(|e| e.t == h.t)
+                    {
+                        return Err(same_labelset());
+                    }
+                    m.histograms.push(h);
+                }
+                m.points.sort_by_key(|p| p.t);
+                m.histograms.sort_by_key(|p| p.t);
             }
             None => {
                 index.insert(labels.clone(), merged.len());
-                merged.push(Series { labels, points });
+                merged.push(Series {
+                    labels,
+                    points,
+                    histograms: s.hists,
+                });
             }
         }
     }
@@ -430,11 +445,20 @@ fn finish(
     let mut samples: Vec<Sample> = merged
         .into_iter()
         .filter_map(|s| {
-            let p = s.points.first()?;
+            if let Some(p) = s.points.first() {
+                return Some(Sample {
+                    labels: s.labels,
+                    t: grid.start,
+                    v: p.v,
+                    h: None,
+                });
+            }
+            let h = s.histograms.into_iter().next()?;
             Some(Sample {
                 labels: s.labels,
                 t: grid.start,
-                v: p.v,
+                v: 0.0,
+                h: Some(h.h),
             })
         })
         .collect();

@@ -32,6 +32,9 @@ pub fn series_schema() -> SchemaRef {
                 Field::new("series", DataType::UInt32, false),
                 Field::new("timestamp", DataType::Int64, false),
                 Field::new("value", DataType::Float64, false),
+                // A native histogram point: an index into the query's
+                // histogram table (`QueryEnv`); null for float points.
+                Field::new("histogram", DataType::UInt32, true),
             ]))
         })
         .clone()

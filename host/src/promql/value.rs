@@ -1,6 +1,8 @@
 //! Query results as the API returns them: the four PromQL value types.
 
-use crate::model::Labels;
+use std::sync::Arc;
+
+use crate::model::{FloatHistogram, Labels};
 
 /// One point of a float series: timestamp in milliseconds and value.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -9,19 +11,31 @@ pub struct Point {
     pub v: f64,
 }
 
-/// One element of an instant vector.
+/// One point of a native histogram series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HPoint {
+    pub t: i64,
+    pub h: Arc<FloatHistogram>,
+}
+
+/// One element of an instant vector: a float `v`, or a native histogram
+/// `h` (then `v` is meaningless).
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub labels: Labels,
     pub t: i64,
     pub v: f64,
+    pub h: Option<Arc<FloatHistogram>>,
 }
 
-/// One element of a range vector (matrix): a series and its points, oldest first.
+/// One element of a range vector (matrix): a series and its points, oldest
+/// first; float points and native histogram points separately, as in
+/// Prometheus's API.
 #[derive(Clone, Debug)]
 pub struct Series {
     pub labels: Labels,
     pub points: Vec<Point>,
+    pub histograms: Vec<HPoint>,
 }
 
 /// The result of evaluating a query.

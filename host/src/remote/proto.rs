@@ -18,7 +18,7 @@ pub struct TimeSeries {
     pub samples: Vec<Sample>,
     #[prost(message, repeated, tag = "3")]
     pub exemplars: Vec<Exemplar>,
-    /// Native histograms: only their count is looked at (Ember stores none yet).
+    /// Native histograms, integer or float.
     #[prost(message, repeated, tag = "4")]
     pub histograms: Vec<Histogram>,
 }
@@ -49,11 +49,124 @@ pub struct Exemplar {
     pub timestamp: i64,
 }
 
-/// Only present so requests carrying histograms decode; the fields are not used.
+/// `prometheus.Histogram`: a native histogram sample. Integer histograms
+/// carry delta-encoded bucket counts, float histograms absolute ones.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Histogram {
+    #[prost(oneof = "HistogramCount", tags = "1, 2")]
+    pub count: Option<HistogramCount>,
+    #[prost(double, tag = "3")]
+    pub sum: f64,
+    #[prost(sint32, tag = "4")]
+    pub schema: i32,
+    #[prost(double, tag = "5")]
+    pub zero_threshold: f64,
+    #[prost(oneof = "HistogramZeroCount", tags = "6, 7")]
+    pub zero_count: Option<HistogramZeroCount>,
+    #[prost(message, repeated, tag = "8")]
+    pub negative_spans: Vec<BucketSpan>,
+    #[prost(sint64, repeated, tag = "9")]
+    pub negative_deltas: Vec<i64>,
+    #[prost(double, repeated, tag = "10")]
+    pub negative_counts: Vec<f64>,
+    #[prost(message, repeated, tag = "11")]
+    pub positive_spans: Vec<BucketSpan>,
+    #[prost(sint64, repeated, tag = "12")]
+    pub positive_deltas: Vec<i64>,
+    #[prost(double, repeated, tag = "13")]
+    pub positive_counts: Vec<f64>,
+    /// 0 unknown, 1 reset, 2 not a reset, 3 gauge.
+    #[prost(int32, tag = "14")]
+    pub reset_hint: i32,
     #[prost(int64, tag = "15")]
     pub timestamp: i64,
+    #[prost(double, repeated, tag = "16")]
+    pub custom_values: Vec<f64>,
+}
+
+#[derive(Clone, Copy, PartialEq, prost::Oneof)]
+pub enum HistogramCount {
+    #[prost(uint64, tag = "1")]
+    CountInt(u64),
+    #[prost(double, tag = "2")]
+    CountFloat(f64),
+}
+
+#[derive(Clone, Copy, PartialEq, prost::Oneof)]
+pub enum HistogramZeroCount {
+    #[prost(uint64, tag = "6")]
+    ZeroCountInt(u64),
+    #[prost(double, tag = "7")]
+    ZeroCountFloat(f64),
+}
+
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct BucketSpan {
+    #[prost(sint32, tag = "1")]
+    pub offset: i32,
+    #[prost(uint32, tag = "2")]
+    pub length: u32,
+}
+
+impl Histogram {
+    /// The histogram as Ember stores it: integer counts become floats
+    /// (exact up to 2^53), delta-encoded buckets become absolute counts.
+    pub fn to_float(&self) -> Result<crate::model::FloatHistogram, String> {
+        use crate::model::histogram::{CounterResetHint, Span};
+        let is_int = matches!(self.count, Some(HistogramCount::CountInt(_)));
+        let undelta = |deltas: &[i64]| {
+            let mut acc = 0i64;
+            deltas
+                .iter()
+                .map(|d| {
+                    acc = acc.wrapping_add(*d);
+                    acc as f64
+                })
+                .collect::<Vec<f64>>()
+        };
+        let spans = |v: &[BucketSpan]| {
+            v.iter()
+                .map(|s| Span {
+                    offset: s.offset,
+                    length: s.length,
+                })
+                .collect()
+        };
+        let h = crate::model::FloatHistogram {
+            counter_reset_hint: u8::try_from(self.reset_hint)
+                .ok()
+                .and_then(CounterResetHint::from_u8)
+                .ok_or_else(|| format!("invalid reset hint {}", self.reset_hint))?,
+            schema: self.schema,
+            zero_threshold: self.zero_threshold,
+            zero_count: match self.zero_count {
+                Some(HistogramZeroCount::ZeroCountInt(c)) => c as f64,
+                Some(HistogramZeroCount::ZeroCountFloat(c)) => c,
+                None => 0.0,
+            },
+            count: match self.count {
+                Some(HistogramCount::CountInt(c)) => c as f64,
+                Some(HistogramCount::CountFloat(c)) => c,
+                None => 0.0,
+            },
+            sum: self.sum,
+            positive_spans: spans(&self.positive_spans),
+            negative_spans: spans(&self.negative_spans),
+            positive_buckets: if is_int {
+                undelta(&self.positive_deltas)
+            } else {
+                self.positive_counts.clone()
+            },
+            negative_buckets: if is_int {
+                undelta(&self.negative_deltas)
+            } else {
+                self.negative_counts.clone()
+            },
+            custom_values: self.custom_values.clone(),
+        };
+        h.validate()?;
+        Ok(h)
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

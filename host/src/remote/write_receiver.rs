@@ -69,14 +69,11 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
     let mut app = storage.appender();
     // Which series each pending sample belongs to, for error messages.
     let mut owners: Vec<(usize, i64)> = Vec::new();
+    // Histogram samples are numbered after all float samples in a commit.
+    let mut hist_owners: Vec<(usize, i64)> = Vec::new();
     let mut series_labels: Vec<Labels> = Vec::with_capacity(req.timeseries.len());
     let mut exemplars: Vec<(usize, Exemplar)> = Vec::new();
     for (i, ts) in req.timeseries.into_iter().enumerate() {
-        if !ts.histograms.is_empty() {
-            return Err(WriteError::BadRequest(
-                "native histogram samples are not supported by Ember".into(),
-            ));
-        }
         let labels = Labels::from_pairs(
             ts.labels
                 .iter()
@@ -105,8 +102,16 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
             app.append(labels.clone(), s.timestamp, s.value);
             owners.push((i, s.timestamp));
         }
+        for (k, h) in ts.histograms.iter().enumerate() {
+            let fh = h
+                .to_float()
+                .map_err(|e| WriteError::BadRequest(format!("series {i}: histogram {k}: {e}")))?;
+            app.append_histogram(labels.clone(), h.timestamp, fh);
+            hist_owners.push((i, h.timestamp));
+        }
         series_labels.push(labels);
     }
+    owners.extend(hist_owners);
     let report = app.commit()?;
     // Exemplars go in after their samples are committed, as in Prometheus.
     for (i, exemplar) in exemplars {

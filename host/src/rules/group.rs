@@ -346,7 +346,13 @@ impl Group {
             .await
             .map_err(|e| e.to_string())?;
         match res.value {
-            Value::Vector(v) => Ok(v.into_iter().map(|s| (s.labels, s.v)).collect()),
+            // Recording native histograms is not supported yet: rules see
+            // float samples only.
+            Value::Vector(v) => Ok(v
+                .into_iter()
+                .filter(|s| s.h.is_none())
+                .map(|s| (s.labels, s.v))
+                .collect()),
             Value::Scalar { v, .. } => Ok(vec![(Labels::default(), v)]),
             other => Err(format!(
                 "rule result is not a vector or scalar (got {})",
@@ -763,7 +769,11 @@ impl template::Env for QueryEnv<'_> {
         })
         .map_err(|e| e.to_string())?;
         let samples = match res.value {
-            Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.v)).collect(),
+            Value::Vector(v) => v
+                .into_iter()
+                .filter(|s| s.h.is_none())
+                .map(|s| (s.labels, s.v))
+                .collect(),
             Value::Scalar { v, .. } => vec![(Labels::default(), v)],
             Value::String { s, .. } => {
                 return Ok(vec![template::sample_val(

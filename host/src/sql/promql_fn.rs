@@ -209,8 +209,11 @@ fn to_table(value: Value) -> DfResult<MemTable> {
             return plan_err!("a PromQL string result cannot be a table");
         }
         Value::Vector(samples) => {
+            // Native histogram samples have no single value; the SQL
+            // functions return float samples only.
             rows = samples
                 .iter()
+                .filter(|s| s.h.is_none())
                 .map(|s| (Some(&s.labels), s.t, s.v))
                 .collect();
         }

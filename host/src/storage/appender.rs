@@ -1,7 +1,10 @@
 //! The one write path every ingester uses (scrape, push, remote write, rules,
 //! plugins): buffer samples, then commit them as a batch.
 
-use crate::model::{Labels, Sample};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::model::{FloatHistogram, HistogramSample, Labels, Sample};
 
 use super::head::{AppendError, Placement};
 use super::wal::Record;
@@ -11,6 +14,8 @@ use super::{Storage, StorageError};
 pub struct Appender<'a> {
     storage: &'a Storage,
     pending: Vec<(Labels, Sample, Option<u32>)>,
+    /// Native histogram samples; rejections are numbered after the floats.
+    pending_histograms: Vec<(Labels, HistogramSample)>,
 }
 
 /// What a commit did. Rejections keep the position of the sample in the batch
@@ -27,7 +32,15 @@ impl<'a> Appender<'a> {
         Appender {
             storage,
             pending: Vec::new(),
+            pending_histograms: Vec::new(),
         }
+    }
+
+    /// Adds a native histogram sample. In a commit's report, its position
+    /// counts after every float sample of the batch.
+    pub fn append_histogram(&mut self, labels: Labels, t: i64, h: FloatHistogram) {
+        self.pending_histograms
+            .push((labels, HistogramSample { t, h: Arc::new(h) }));
     }
 
     pub fn append(&mut self, labels: Labels, t: i64, v: f64) {
@@ -42,11 +55,11 @@ impl<'a> Appender<'a> {
     }
 
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.pending_histograms.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.pending_histograms.is_empty()
     }
 
     /// Checks every sample against Prometheus's ordering rules, writes the
@@ -65,6 +78,7 @@ impl<'a> Appender<'a> {
         // Whether any series has two samples in this batch; usually not
         // (a scrape or a remote-write request), and then no sorting is needed.
         let mut repeated = false;
+        let floats = self.pending.len();
         for (i, (labels, sample, hint)) in self.pending.into_iter().enumerate() {
             let idx = head.resolve(&labels, hint);
             let series = head.series_mut(idx);
@@ -112,7 +126,28 @@ impl<'a> Appender<'a> {
             }
         });
 
-        let mut records = Vec::with_capacity(2);
+        let mut hist_accepted: Vec<(u32, HistogramSample)> = Vec::new();
+        let mut hist_last: HashMap<u32, i64> = HashMap::new();
+        for (k, (labels, sample)) in self.pending_histograms.into_iter().enumerate() {
+            let i = floats + k;
+            let idx = head.resolve(&labels, None);
+            let series = head.series_mut(idx);
+            if !series.logged {
+                series.logged = true;
+                new_series.push((series.id, labels));
+            }
+            match head.place_histogram(idx, &sample, hist_last.get(&idx).copied()) {
+                Ok(Placement::Duplicate) => report.duplicates += 1,
+                Ok(_) => {
+                    let last = hist_last.entry(idx).or_insert(sample.t);
+                    *last = (*last).max(sample.t);
+                    hist_accepted.push((idx, sample));
+                }
+                Err(e) => report.rejected.push((i, e)),
+            }
+        }
+
+        let mut records = Vec::with_capacity(3);
         if !new_series.is_empty() {
             records.push(Record::Series(new_series.clone()));
         }
@@ -121,6 +156,14 @@ impl<'a> Appender<'a> {
                 accepted
                     .iter()
                     .map(|(idx, s, _)| (head.series(*idx).id, *s))
+                    .collect(),
+            ));
+        }
+        if !hist_accepted.is_empty() {
+            records.push(Record::Histograms(
+                hist_accepted
+                    .iter()
+                    .map(|(idx, s)| (head.series(*idx).id, s.clone()))
                     .collect(),
             ));
         }
@@ -137,7 +180,10 @@ impl<'a> Appender<'a> {
         for (idx, s, _) in &accepted {
             head.insert(*idx, *s);
         }
-        report.appended = accepted.len();
+        report.appended = accepted.len() + hist_accepted.len();
+        for (idx, s) in hist_accepted {
+            head.insert_histogram(idx, s);
+        }
         storage.metrics.record_commit(&report);
         Ok(report)
     }

@@ -102,6 +102,7 @@ pub fn openmetrics_to_blocks(
                         id: labels.stable_hash(),
                         labels,
                         samples: Vec::new(),
+                        histograms: Vec::new(),
                     });
                     index.insert(s.series.to_owned(), series.len() - 1);
                     series.len() - 1

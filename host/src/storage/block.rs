@@ -5,6 +5,8 @@
 //! <data>/<ULID>/meta.json        id, time range, counts, compaction level and sources
 //! <data>/<ULID>/series.parquet   one row per series: id, metric name, labels, time range
 //! <data>/<ULID>/samples.parquet  one row per sample, sorted by (series_id, timestamp)
+//! <data>/<ULID>/histograms.parquet  native histogram samples, same order; only
+//!                                when the block has any (older blocks never do)
 //! ```
 //!
 //! The schema and the reasons for each encoding are in ARCHITECTURE.md.
@@ -34,11 +36,12 @@ use serde::{Deserialize, Serialize};
 
 use super::head::SeriesSamples;
 use super::index::Postings;
-use crate::model::{Labels, Matcher, Sample};
+use crate::model::{FloatHistogram, HistogramSample, Labels, Matcher, Sample};
 
 pub const META_FILE: &str = "meta.json";
 pub const SERIES_FILE: &str = "series.parquet";
 pub const SAMPLES_FILE: &str = "samples.parquet";
+pub const HISTOGRAMS_FILE: &str = "histograms.parquet";
 pub const FORMAT: &str = "ember-parquet-v1";
 
 /// Rows per row group in `samples.parquet`: row groups are the unit of
@@ -199,7 +202,12 @@ pub fn write_block(
 
     let mut order: Vec<&SeriesSamples> = series
         .iter()
-        .filter(|s| s.samples.iter().any(|x| x.t >= min_time && x.t < max_time))
+        .filter(|s| {
+            s.samples.iter().any(|x| x.t >= min_time && x.t < max_time)
+                || s.histograms
+                    .iter()
+                    .any(|x| x.t >= min_time && x.t < max_time)
+        })
         .collect();
     order.sort_by_key(|s| s.id);
     if let Some(pair) = order.windows(2).find(|w| w[0].id == w[1].id) {
@@ -237,10 +245,28 @@ pub fn write_block(
             path: tmp.clone(),
             source,
         })?;
-        mins.push(in_range.first().map_or(0, |x| x.t));
-        maxs.push(in_range.last().map_or(0, |x| x.t));
-        counts.push(in_range.len() as u64);
-        num_samples += in_range.len() as u64;
+        let hists: Vec<i64> = s
+            .histograms
+            .iter()
+            .map(|x| x.t)
+            .filter(|t| *t >= min_time && *t < max_time)
+            .collect();
+        let first = in_range
+            .first()
+            .map(|x| x.t)
+            .into_iter()
+            .chain(hists.first().copied())
+            .min();
+        let last = in_range
+            .last()
+            .map(|x| x.t)
+            .into_iter()
+            .chain(hists.last().copied())
+            .max();
+        mins.push(first.unwrap_or(0));
+        maxs.push(last.unwrap_or(0));
+        counts.push((in_range.len() + hists.len()) as u64);
+        num_samples += (in_range.len() + hists.len()) as u64;
     }
     let labels: ArrayRef = Arc::new(labels.finish());
     let series_schema = Arc::new(Schema::new(vec![
@@ -313,13 +339,12 @@ pub fn write_block(
     }
     let file = writer.into_inner().map_err(pq)?;
     file.sync_all().map_err(io(&path))?;
+    write_histograms(&tmp, &order, min_time, max_time)?;
 
-    let num_bytes = fs::metadata(tmp.join(SAMPLES_FILE))
-        .map(|m| m.len())
-        .unwrap_or(0)
-        + fs::metadata(tmp.join(SERIES_FILE))
-            .map(|m| m.len())
-            .unwrap_or(0);
+    let num_bytes = [SAMPLES_FILE, SERIES_FILE, HISTOGRAMS_FILE]
+        .iter()
+        .map(|f| fs::metadata(tmp.join(f)).map(|m| m.len()).unwrap_or(0))
+        .sum();
     let meta = BlockMeta {
         ulid: ulid.clone(),
         min_time,
@@ -349,6 +374,79 @@ pub fn write_block(
         .and_then(|d| d.sync_all())
         .map_err(io(data_dir))?;
     Ok(meta)
+}
+
+/// The schema of `histograms.parquet`: count and sum as plain columns for
+/// SQL and other readers, the whole histogram in `histogram` (the binary
+/// form of [`FloatHistogram::encode`], documented in ARCHITECTURE.md).
+pub fn histograms_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("series_id", DataType::UInt64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("count", DataType::Float64, false),
+        Field::new("sum", DataType::Float64, false),
+        Field::new("histogram", DataType::Binary, false),
+    ]))
+}
+
+/// Writes `histograms.parquet` if any series has histogram samples in
+/// `[min_time, max_time)`; `order` is sorted by series id.
+fn write_histograms(
+    dir: &Path,
+    order: &[&SeriesSamples],
+    min_time: i64,
+    max_time: i64,
+) -> Result<(), BlockError> {
+    let rows: Vec<(u64, &HistogramSample)> = order
+        .iter()
+        .flat_map(|s| {
+            s.histograms
+                .iter()
+                .filter(|x| x.t >= min_time && x.t < max_time)
+                .map(|x| (s.id, x))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let path = dir.join(HISTOGRAMS_FILE);
+    let mut bin = arrow::array::BinaryBuilder::new();
+    let mut buf = Vec::new();
+    for (_, x) in &rows {
+        buf.clear();
+        x.h.encode(&mut buf);
+        bin.append_value(&buf);
+    }
+    let schema = histograms_schema();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1.t))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.1.h.count),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.1.h.sum),
+            )),
+            Arc::new(bin.finish()),
+        ],
+    )
+    .map_err(|source| BlockError::Arrow {
+        path: path.clone(),
+        source,
+    })?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    write_parquet(&path, schema, props, [batch])
 }
 
 /// Rows to read within the chosen row groups: only pages whose `series_id`
@@ -541,6 +639,8 @@ pub struct Block {
     /// Labels a global view adds to this block's series (a remote block's
     /// uploader's external labels); empty for local blocks.
     pub external_labels: Labels,
+    /// `histograms.parquet`, for local blocks that have native histograms.
+    histograms: Option<File>,
     pub meta: BlockMeta,
     series: Vec<BlockSeries>,
     postings: Postings,
@@ -576,10 +676,22 @@ impl Block {
             path: samples_path,
             source,
         })?;
+        let histograms_path = dir.join(HISTOGRAMS_FILE);
+        let histograms = match File::open(&histograms_path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(BlockError::Io {
+                    path: histograms_path,
+                    source,
+                });
+            }
+        };
         Ok(Block {
             dir: dir.to_owned(),
             samples: SamplesSource::Local(samples),
             external_labels: Labels::default(),
+            histograms,
             meta,
             series,
             postings,
@@ -636,6 +748,7 @@ impl Block {
                 metadata: std::sync::OnceLock::new(),
             },
             external_labels,
+            histograms: None,
             meta,
             series,
             postings,
@@ -717,13 +830,17 @@ impl Block {
                 self.read_samples(builder, &ids, &id_set, mint, maxt, &path)?
             }
         };
+        let mut hists = self.read_histograms(&id_set, mint, maxt)?;
         let mut out: Vec<SeriesSamples> = wanted
             .into_iter()
             .filter_map(|s| {
-                by_id.remove(&s.id).map(|samples| SeriesSamples {
+                let samples = by_id.remove(&s.id).unwrap_or_default();
+                let histograms = hists.remove(&s.id).unwrap_or_default();
+                (!samples.is_empty() || !histograms.is_empty()).then(|| SeriesSamples {
                     id: s.id,
                     labels: s.labels.clone(),
                     samples,
+                    histograms,
                 })
             })
             .collect();
@@ -813,6 +930,70 @@ impl Block {
         Ok(by_id)
     }
 
+    /// Histogram samples of the series in `ids` within `[mint, maxt]`, from
+    /// `histograms.parquet` when the block has one.
+    fn read_histograms(
+        &self,
+        ids: &HashSet<u64>,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<std::collections::HashMap<u64, Vec<HistogramSample>>, BlockError> {
+        let mut out: std::collections::HashMap<u64, Vec<HistogramSample>> =
+            std::collections::HashMap::new();
+        let Some(file) = &self.histograms else {
+            return Ok(out);
+        };
+        let path = self.dir.join(HISTOGRAMS_FILE);
+        let pq = |source| BlockError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        use std::os::fd::AsRawFd;
+        let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let file = File::open(&fd_path).map_err(|source| BlockError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(pq)?
+            .build()
+            .map_err(pq)?;
+        let invalid = |message: &str| BlockError::Invalid {
+            path: path.clone(),
+            message: message.to_owned(),
+        };
+        for batch in reader {
+            let batch = batch.map_err(|source| BlockError::Arrow {
+                path: path.clone(),
+                source,
+            })?;
+            let sid = batch
+                .column(0)
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| invalid("series_id is not uint64"))?;
+            let ts = batch
+                .column(1)
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or_else(|| invalid("timestamp"))?;
+            let hs = batch
+                .column(4)
+                .as_binary_opt::<i32>()
+                .ok_or_else(|| invalid("histogram is not binary"))?;
+            for row in 0..batch.num_rows() {
+                let (id, t) = (sid.value(row), ts.value(row));
+                if t < mint || t > maxt || !ids.contains(&id) {
+                    continue;
+                }
+                let (h, _) = FloatHistogram::decode(hs.value(row))
+                    .ok_or_else(|| invalid(&format!("undecodable histogram at row {row}")))?;
+                out.entry(id)
+                    .or_default()
+                    .push(HistogramSample { t, h: Arc::new(h) });
+            }
+        }
+        Ok(out)
+    }
+
     /// Sample rows decoded by reads of this block so far.
     pub fn rows_scanned(&self) -> u64 {
         self.rows_scanned.load(std::sync::atomic::Ordering::Relaxed)
@@ -876,6 +1057,7 @@ mod tests {
                 .unwrap();
                 SeriesSamples {
                     id: labels.stable_hash(),
+                    histograms: Vec::new(),
                     labels,
                     samples: (0..samples)
                         .map(|t| Sample {
@@ -963,6 +1145,7 @@ mod pruning_tests {
                     Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]).unwrap();
                 SeriesSamples {
                     id: labels.stable_hash(),
+                    histograms: Vec::new(),
                     labels,
                     samples: (0..120)
                         .map(|t| Sample {

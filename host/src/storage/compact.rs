@@ -52,6 +52,14 @@ pub fn merge_series(parts: Vec<Vec<SeriesSamples>>) -> Vec<SeriesSamples> {
                     merged.extend_from_slice(&a[i..]);
                     merged.extend_from_slice(&b[j..]);
                     existing.samples = merged;
+                    if !s.histograms.is_empty() {
+                        let mut hs = std::mem::take(&mut existing.histograms);
+                        hs.extend(s.histograms);
+                        // Stable: the first source wins on equal timestamps.
+                        hs.sort_by_key(|h| h.t);
+                        hs.dedup_by_key(|h| h.t);
+                        existing.histograms = hs;
+                    }
                 }
             }
         }

@@ -34,6 +34,9 @@ pub fn deduplicate(series: Vec<SeriesSamples>, replica_labels: &[String]) -> Vec
         return series;
     }
     let mut groups: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
+    // Native histograms are not merged across gaps: the replica with the
+    // most histogram samples is kept whole.
+    let mut histograms: BTreeMap<Labels, Vec<crate::model::HistogramSample>> = BTreeMap::new();
     for s in series {
         let kept = s
             .labels
@@ -41,12 +44,17 @@ pub fn deduplicate(series: Vec<SeriesSamples>, replica_labels: &[String]) -> Vec
             .filter(|l| !replica_labels.iter().any(|r| *r == *l.name))
             .map(|l| (&*l.name, &*l.value));
         let labels = Labels::from_pairs(kept).unwrap_or_else(|_| s.labels.clone());
+        let kept_h = histograms.entry(labels.clone()).or_default();
+        if s.histograms.len() > kept_h.len() {
+            *kept_h = s.histograms;
+        }
         groups.entry(labels).or_default().push(s.samples);
     }
     groups
         .into_iter()
         .map(|(labels, replicas)| SeriesSamples {
             id: labels.stable_hash(),
+            histograms: histograms.remove(&labels).unwrap_or_default(),
             labels,
             samples: merge_replicas(replicas),
         })
@@ -136,6 +144,7 @@ mod tests {
             id: labels.stable_hash(),
             labels,
             samples: s,
+            histograms: Vec::new(),
         }
     }
 

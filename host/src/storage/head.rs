@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{Labels, Matcher, Sample};
+use crate::model::{HistogramSample, Labels, Matcher, Sample};
 
 use super::index::Postings;
 
@@ -58,6 +58,9 @@ pub struct MemSeries {
     pub id: u64,
     pub labels: Labels,
     pub samples: super::chunk::ChunkedSamples,
+    /// Native histogram samples, sorted by time. Kept uncompressed: they
+    /// are rare next to floats, and a chunk format for them can come later.
+    pub histograms: Vec<HistogramSample>,
     /// Whether the WAL has this series' record yet.
     pub logged: bool,
     /// False for a freed slot, waiting to be reused by a new series.
@@ -76,6 +79,34 @@ pub struct SeriesSamples {
     pub id: u64,
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// Native histogram samples, sorted by time.
+    pub histograms: Vec<HistogramSample>,
+}
+
+impl SeriesSamples {
+    pub fn new(id: u64, labels: Labels, samples: Vec<Sample>) -> SeriesSamples {
+        SeriesSamples {
+            id,
+            labels,
+            samples,
+            histograms: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty() && self.histograms.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len() + self.histograms.len()
+    }
+}
+
+/// Histogram samples of `all` in `[mint, maxt]`.
+pub fn histograms_in(all: &[HistogramSample], mint: i64, maxt: i64) -> Vec<HistogramSample> {
+    let lo = all.partition_point(|h| h.t < mint);
+    let hi = all.partition_point(|h| h.t <= maxt);
+    all[lo..hi.max(lo)].to_vec()
 }
 
 /// What a sample does to its series if appended.
@@ -213,6 +244,7 @@ impl Head {
             id,
             labels,
             samples: super::chunk::ChunkedSamples::default(),
+            histograms: Vec::new(),
             logged,
             alive: true,
             batch: 0,
@@ -329,6 +361,57 @@ impl Head {
         }
     }
 
+    /// Where histogram sample `s` goes in series `idx`: the float rules
+    /// (bounds, duplicate timestamps, the out-of-order window) applied to
+    /// the series' histogram samples.
+    pub fn place_histogram(
+        &self,
+        idx: u32,
+        s: &HistogramSample,
+        pending_last: Option<i64>,
+    ) -> Result<Placement, AppendError> {
+        if s.t < self.min_valid_time {
+            return Err(AppendError::OutOfBounds);
+        }
+        let hs = &self.series[idx as usize].histograms;
+        let last = hs.last().map(|h| h.t).max(pending_last);
+        match last {
+            None => return Ok(Placement::Append),
+            Some(l) if s.t > l => return Ok(Placement::Append),
+            Some(l) => {
+                let head_max = self.max_time.unwrap_or(l).max(l);
+                let existing = hs.binary_search_by_key(&s.t, |h| h.t).ok().map(|i| &hs[i]);
+                match existing {
+                    Some(x) if x.h == s.h => return Ok(Placement::Duplicate),
+                    Some(_) => return Err(AppendError::DuplicateTimestamp),
+                    None if Some(s.t) == pending_last => {
+                        return Err(AppendError::DuplicateTimestamp);
+                    }
+                    None if self.ooo_window_ms <= 0 => return Err(AppendError::OutOfOrder),
+                    None if s.t < head_max.saturating_sub(self.ooo_window_ms) => {
+                        return Err(AppendError::TooOld);
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(Placement::Insert)
+    }
+
+    /// Applies a histogram sample that [`Head::place_histogram`] accepted.
+    pub fn insert_histogram(&mut self, idx: u32, s: HistogramSample) {
+        let hs = &mut self.series[idx as usize].histograms;
+        let t = s.t;
+        match hs.binary_search_by_key(&t, |h| h.t) {
+            Ok(_) => return,
+            Err(i) if i == hs.len() => hs.push(s),
+            Err(i) => hs.insert(i, s),
+        }
+        self.num_samples += 1;
+        self.max_time = Some(self.max_time.map_or(t, |m| m.max(t)));
+        self.min_time = Some(self.min_time.map_or(t, |m| m.min(t)));
+    }
+
     /// Applies a sample that [`Head::place`] accepted.
     pub fn insert(&mut self, idx: u32, s: Sample) {
         if !self.series[idx as usize].samples.insert(s) {
@@ -350,10 +433,12 @@ impl Head {
             .filter_map(|idx| {
                 let s = &self.series[idx as usize];
                 let samples = s.samples.range(mint, maxt);
-                (!samples.is_empty()).then(|| SeriesSamples {
+                let histograms = histograms_in(&s.histograms, mint, maxt);
+                (!samples.is_empty() || !histograms.is_empty()).then(|| SeriesSamples {
                     id: s.id,
                     labels: s.labels.clone(),
                     samples,
+                    histograms,
                 })
             })
             .collect();
@@ -371,11 +456,26 @@ impl Head {
         let mut empty = Vec::new();
         for (idx, s) in self.series.iter_mut().enumerate().filter(|(_, s)| s.alive) {
             s.samples.drop_chunks_before(cut);
-            match (s.samples.first_t(), s.samples.last()) {
+            let keep = s.histograms.partition_point(|h| h.t < cut);
+            s.histograms.drain(..keep);
+            let first = s
+                .samples
+                .first_t()
+                .into_iter()
+                .chain(s.histograms.first().map(|h| h.t))
+                .min();
+            let last = s
+                .samples
+                .last()
+                .map(|l| l.t)
+                .into_iter()
+                .chain(s.histograms.last().map(|h| h.t))
+                .max();
+            match (first, last) {
                 (Some(first), Some(last)) => {
                     min = Some(min.map_or(first, |m| m.min(first)));
-                    max = Some(max.map_or(last.t, |m| m.max(last.t)));
-                    count += s.samples.len() as u64;
+                    max = Some(max.map_or(last, |m| m.max(last)));
+                    count += (s.samples.len() + s.histograms.len()) as u64;
                 }
                 _ => empty.push(idx as u32),
             }
@@ -403,10 +503,12 @@ impl Head {
             .filter(|s| s.alive)
             .filter_map(|s| {
                 let samples = s.samples.range(mint, maxt);
-                (!samples.is_empty()).then(|| SeriesSamples {
+                let histograms = histograms_in(&s.histograms, mint, maxt);
+                (!samples.is_empty() || !histograms.is_empty()).then(|| SeriesSamples {
                     id: s.id,
                     labels: s.labels.clone(),
                     samples,
+                    histograms,
                 })
             })
             .collect()
@@ -421,8 +523,20 @@ impl Head {
             .iter()
             .filter_map(|idx| {
                 let s = &self.series[idx as usize];
-                let first = s.samples.first_t()?.max(self.min_valid_time);
-                let last = s.samples.last()?.t;
+                let first = s
+                    .samples
+                    .first_t()
+                    .into_iter()
+                    .chain(s.histograms.first().map(|h| h.t))
+                    .min()?
+                    .max(self.min_valid_time);
+                let last = s
+                    .samples
+                    .last()
+                    .map(|l| l.t)
+                    .into_iter()
+                    .chain(s.histograms.last().map(|h| h.t))
+                    .max()?;
                 (first <= last).then(|| super::SeriesInfo {
                     labels: s.labels.clone(),
                     min_time: first,

@@ -259,6 +259,15 @@ impl Storage {
                         }
                     }
                 }
+                Record::Histograms(samples) => {
+                    for (id, s) in samples {
+                        match head.index_of(id) {
+                            Some(_) if s.t < min_valid => {}
+                            Some(idx) => head.insert_histogram(idx, s),
+                            None => unknown_series_samples += 1,
+                        }
+                    }
+                }
             },
             |done, total| progress(ReplayProgress { done, total }),
         )?;
@@ -831,6 +840,16 @@ impl Storage {
                 .collect();
             if !samples.is_empty() {
                 records.push(Record::Samples(samples));
+            }
+            let histograms: Vec<(u64, crate::model::HistogramSample)> = live()
+                .flat_map(|s| {
+                    head::histograms_in(&s.histograms, min_valid, i64::MAX)
+                        .into_iter()
+                        .map(move |x| (s.id, x))
+                })
+                .collect();
+            if !histograms.is_empty() {
+                records.push(Record::Histograms(histograms));
             }
             from += CHUNK;
         }

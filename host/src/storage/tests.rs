@@ -502,3 +502,73 @@ fn a_follower_too_far_behind_does_not_hold_the_wal_forever() {
         "ahead of the closed segment"
     );
 }
+
+fn histogram(count: f64) -> crate::model::FloatHistogram {
+    use crate::model::histogram::Span;
+    crate::model::FloatHistogram {
+        count,
+        sum: count * 2.0,
+        schema: 1,
+        positive_spans: vec![Span {
+            offset: -1,
+            length: 2,
+        }],
+        positive_buckets: vec![count / 2.0, count / 2.0],
+        ..Default::default()
+    }
+}
+
+/// Native histograms go through every layer: head, WAL replay, a
+/// checkpoint, a cut into a block (histograms.parquet) and compaction.
+#[test]
+fn native_histograms_survive_replay_cuts_and_compaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hseries = series("h", "a");
+    let append_hists = |storage: &Storage, from: i64, to: i64| {
+        for t in (from..to).step_by(100) {
+            let mut app = storage.appender();
+            app.append_histogram(hseries.clone(), t, histogram(t as f64));
+            app.commit().unwrap();
+        }
+    };
+    let hist_count = |storage: &Storage| -> usize {
+        all(storage)
+            .iter()
+            .filter(|s| s.labels == hseries)
+            .map(|s| s.histograms.len())
+            .sum()
+    };
+    {
+        let storage = open_small(tmp.path(), None, None);
+        ingest(&storage, 0, 5000);
+        append_hists(&storage, 0, 5000);
+        // A duplicate timestamp with a different histogram is refused.
+        let mut app = storage.appender();
+        app.append_histogram(hseries.clone(), 4900, histogram(1.0));
+        let report = app.commit().unwrap();
+        assert_eq!(report.rejected.len(), 1, "{report:?}");
+        storage.run_maintenance().unwrap();
+        assert!(!storage.blocks().is_empty(), "the head was cut");
+        assert!(
+            storage
+                .blocks()
+                .iter()
+                .any(|b| b.dir().join(block::HISTOGRAMS_FILE).exists()),
+            "blocks hold histograms.parquet"
+        );
+        assert_eq!(hist_count(&storage), 50);
+    }
+    // Reopened: blocks plus the checkpointed and replayed head.
+    let storage = open_small(tmp.path(), None, None);
+    assert_eq!(hist_count(&storage), 50);
+    let got = all(&storage);
+    let h = got.iter().find(|s| s.labels == hseries).unwrap();
+    assert_eq!(*h.histograms[10].h, histogram(1000.0));
+    assert!(h.histograms.windows(2).all(|w| w[0].t < w[1].t));
+    // More data and another round of cuts and compaction keep them all.
+    append_hists(&storage, 5000, 12_000);
+    ingest(&storage, 5000, 12_000);
+    storage.run_maintenance().unwrap();
+    storage.run_maintenance().unwrap();
+    assert_eq!(hist_count(&storage), 120);
+}

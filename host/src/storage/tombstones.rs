@@ -210,8 +210,12 @@ fn apply_list(list: &[Tombstone], series: &mut Vec<SeriesSamples>) -> bool {
         s.samples
             .retain(|x| !hits.iter().any(|t| t.mint <= x.t && x.t <= t.maxt));
         changed |= s.samples.len() != before;
+        let before = s.histograms.len();
+        s.histograms
+            .retain(|x| !hits.iter().any(|t| t.mint <= x.t && x.t <= t.maxt));
+        changed |= s.histograms.len() != before;
     }
-    series.retain(|s| !s.samples.is_empty());
+    series.retain(|s| !s.is_empty());
     changed
 }
 
@@ -239,6 +243,7 @@ mod tests {
             id: 0,
             labels: Labels::from_pairs([("__name__", "m"), ("job", job)]).unwrap(),
             samples: (0..4).map(|i| Sample { t: i * 10, v: 1.0 }).collect(),
+            histograms: Vec::new(),
         };
         let mut s = vec![series("a"), series("c")];
         assert!(t.apply(&mut s));

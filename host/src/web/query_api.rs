@@ -322,6 +322,44 @@ fn write_point(out: &mut String, t: i64, v: &str) {
     out.push(']');
 }
 
+/// `[t, {"count": "..", "sum": "..", "buckets": [[rule, "lower", "upper",
+/// "count"], ...]}]` as Prometheus's API writes a native histogram. The
+/// boundary rule is 0 for `(lower, upper]`, 1 for `[lower, upper)`, 3 for
+/// the closed zero bucket; empty buckets are left out.
+fn write_histogram_point(out: &mut String, t: i64, h: &crate::model::FloatHistogram) {
+    out.push('[');
+    write_timestamp(out, t);
+    out.push_str(",{\"count\":");
+    write_str(out, &format_value(h.count));
+    out.push_str(",\"sum\":");
+    write_str(out, &format_value(h.sum));
+    let buckets: Vec<_> = h.buckets().into_iter().filter(|b| b.count != 0.0).collect();
+    if !buckets.is_empty() {
+        out.push_str(",\"buckets\":[");
+        for (i, b) in buckets.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let rule = if b.lower < 0.0 && b.upper > 0.0 && !h.uses_custom_buckets() {
+                3
+            } else if b.upper <= 0.0 && !h.uses_custom_buckets() {
+                1
+            } else {
+                0
+            };
+            out.push_str(&format!("[{rule},"));
+            write_str(out, &format_value(b.lower));
+            out.push(',');
+            write_str(out, &format_value(b.upper));
+            out.push(',');
+            write_str(out, &format_value(b.count));
+            out.push(']');
+        }
+        out.push(']');
+    }
+    out.push_str("}]");
+}
+
 fn write_metric(out: &mut String, labels: &Labels) {
     out.push_str("{\"metric\":");
     write_labels(out, labels);
@@ -352,8 +390,16 @@ fn write_value(out: &mut String, value: &Value) {
                     out.push(',');
                 }
                 write_metric(out, &s.labels);
-                out.push_str(",\"value\":");
-                write_point(out, s.t, &format_value(s.v));
+                match &s.h {
+                    Some(h) => {
+                        out.push_str(",\"histogram\":");
+                        write_histogram_point(out, s.t, h);
+                    }
+                    None => {
+                        out.push_str(",\"value\":");
+                        write_point(out, s.t, &format_value(s.v));
+                    }
+                }
                 out.push('}');
             }
             out.push(']');
@@ -365,14 +411,28 @@ fn write_value(out: &mut String, value: &Value) {
                     out.push(',');
                 }
                 write_metric(out, &s.labels);
-                out.push_str(",\"values\":[");
-                for (j, p) in s.points.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
+                // As Prometheus: `values` and `histograms` only when present.
+                if !s.points.is_empty() || s.histograms.is_empty() {
+                    out.push_str(",\"values\":[");
+                    for (j, p) in s.points.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        write_point(out, p.t, &format_value(p.v));
                     }
-                    write_point(out, p.t, &format_value(p.v));
+                    out.push(']');
                 }
-                out.push_str("]}");
+                if !s.histograms.is_empty() {
+                    out.push_str(",\"histograms\":[");
+                    for (j, p) in s.histograms.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        write_histogram_point(out, p.t, &p.h);
+                    }
+                    out.push(']');
+                }
+                out.push('}');
             }
             out.push(']');
         }
@@ -520,11 +580,13 @@ mod tests {
                 labels: labels.clone(),
                 t: 1000,
                 v: f64::NAN,
+                h: None,
             },
             Sample {
                 labels: labels.clone(),
                 t: 1000,
                 v: 1.0,
+                h: None,
             },
         ]);
         let b = body(render(result(v), 1, false)).await;
@@ -541,6 +603,7 @@ mod tests {
                     v: f64::INFINITY,
                 },
             ],
+            histograms: Vec::new(),
         }]);
         let mut r = result(m);
         r.infos.push("PromQL info: x".into());

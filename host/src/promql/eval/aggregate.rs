@@ -154,10 +154,60 @@ pub fn eval(
             }
         }
     }
+    // Histograms per group per step, only when the input has any.
+    let any_hists = input.iter().any(|s| !s.hists.is_empty());
+    let mut hcells: Vec<Vec<Vec<std::sync::Arc<crate::model::FloatHistogram>>>> = if any_hists {
+        vec![vec![Vec::new(); steps]; groups.len()]
+    } else {
+        Vec::new()
+    };
+    if any_hists {
+        for (s, &g) in input.iter().zip(&member) {
+            for p in &s.hists {
+                if let Some(i) = grid.index(p.t) {
+                    hcells[g][i].push(p.h.clone());
+                }
+            }
+        }
+    }
     let mut out = Vec::with_capacity(groups.len());
     for (g, labels) in groups.into_iter().enumerate() {
         let mut points = Vec::new();
+        let mut hists = Vec::new();
         for (i, vals) in cells[g].iter_mut().enumerate() {
+            let hs: &[std::sync::Arc<crate::model::FloatHistogram>] =
+                if any_hists { &hcells[g][i] } else { &[] };
+            if !hs.is_empty() {
+                match op {
+                    AggOp::Sum | AggOp::Avg => {
+                        if !vals.is_empty() {
+                            ann.warn(
+                                "encountered a mix of histograms and floats for aggregation".into(),
+                            );
+                        } else if let Some(h) = super::native::aggregate(hs, op == AggOp::Avg, ann)
+                        {
+                            hists.push(crate::promql::value::HPoint {
+                                t: grid.time(i),
+                                h: std::sync::Arc::new(h),
+                            });
+                        }
+                        continue;
+                    }
+                    AggOp::Count | AggOp::Group => {
+                        let v = if op == AggOp::Count {
+                            (vals.len() + hs.len()) as f64
+                        } else {
+                            1.0
+                        };
+                        points.push(Point { t: grid.time(i), v });
+                        continue;
+                    }
+                    _ => {
+                        let name = format!("{op:?}").to_lowercase();
+                        ann.info(format!("ignored histogram in {name} aggregation"));
+                    }
+                }
+            }
             if vals.is_empty() {
                 continue;
             }
@@ -196,11 +246,12 @@ pub fn eval(
             };
             points.push(Point { t: grid.time(i), v });
         }
-        if !points.is_empty() {
+        if !points.is_empty() || !hists.is_empty() {
             out.push(SeriesData {
                 labels,
                 drop_name: group_drops_name[g],
                 points,
+                hists,
             });
         }
     }
@@ -218,9 +269,15 @@ fn count_values(
     let mut counts: HashMap<(usize, String), Vec<f64>> = HashMap::new();
     let mut order = Vec::new();
     for (s, &g) in input.iter().zip(member) {
-        for p in &s.points {
-            let Some(i) = grid.index(p.t) else { continue };
-            let key = (g, crate::promql::format_value(p.v));
+        // Histograms count by their string form, as in Prometheus.
+        let values = s
+            .points
+            .iter()
+            .map(|p| (p.t, crate::promql::format_value(p.v)))
+            .chain(s.hists.iter().map(|p| (p.t, p.h.prom_string())));
+        for (t, text) in values {
+            let Some(i) = grid.index(t) else { continue };
+            let key = (g, text);
             let e = counts.entry(key.clone()).or_insert_with(|| {
                 order.push(key);
                 vec![0.0; grid.len()]
@@ -256,8 +313,12 @@ fn select_series(
     member: &[usize],
     ngroups: usize,
     param: impl Fn(usize) -> f64,
-    _ann: &mut Annotations,
+    ann: &mut Annotations,
 ) -> Result<Vec<SeriesData>, EvalError> {
+    if matches!(op, AggOp::Topk | AggOp::Bottomk) && input.iter().any(|s| !s.hists.is_empty()) {
+        let name = format!("{op:?}").to_lowercase();
+        ann.info(format!("ignored histogram in {name} aggregation"));
+    }
     let steps = grid.len();
     // Per step, per group: (series index, value).
     let mut cells: Vec<Vec<Vec<(usize, f64)>>> = vec![vec![Vec::new(); ngroups]; steps];
@@ -348,6 +409,7 @@ fn select_series(
                 labels: s.labels,
                 drop_name: s.drop_name,
                 points,
+                hists: Vec::new(),
             },
         ));
     }

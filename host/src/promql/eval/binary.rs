@@ -4,9 +4,128 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{EvalError, Grid, SeriesData, labels_string};
-use crate::model::{Label, Labels};
-use crate::promql::value::Point;
+use std::sync::Arc;
+
+use super::{Annotations, EvalError, Grid, SeriesData, labels_string};
+use crate::model::{FloatHistogram, Label, Labels};
+use crate::promql::value::{HPoint, Point};
+
+/// One element's value at a step: a float or a native histogram.
+#[derive(Clone, Debug)]
+enum Val {
+    F(f64),
+    H(Arc<FloatHistogram>),
+}
+
+impl Val {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Val::F(_) => "float",
+            Val::H(_) => "histogram",
+        }
+    }
+}
+
+fn op_symbol(op: BinOp) -> &'static str {
+    use BinOp::*;
+    match op {
+        Add => "+",
+        Sub => "-",
+        Mul => "*",
+        Div => "/",
+        Mod => "%",
+        Pow => "^",
+        Atan2 => "atan2",
+        Eq => "==",
+        Ne => "!=",
+        Gt => ">",
+        Lt => "<",
+        Ge => ">=",
+        Le => "<=",
+        And => "and",
+        Or => "or",
+        Unless => "unless",
+    }
+}
+
+/// `l op r` where at least one side is a histogram: the result value and
+/// whether a comparison keeps the element; `None` when the operation is
+/// undefined for these types (reported as Prometheus does).
+fn apply_hist(
+    op: BinOp,
+    l: &Val,
+    r: &Val,
+    return_bool: bool,
+    ann: &mut Annotations,
+) -> Option<(Val, bool)> {
+    let incompatible = |ann: &mut Annotations| {
+        ann.info(format!(
+            "incompatible sample types encountered for binary operator {:?}: {} {} {}",
+            op_symbol(op),
+            l.type_name(),
+            op_symbol(op),
+            r.type_name()
+        ));
+        None
+    };
+    match (l, r) {
+        (Val::H(h), Val::F(f)) | (Val::F(f), Val::H(h)) if op == BinOp::Mul => {
+            let mut h = (**h).clone();
+            h.mul(*f);
+            Some((Val::H(Arc::new(h)), true))
+        }
+        (Val::H(h), Val::F(f)) if op == BinOp::Div => {
+            let mut h = (**h).clone();
+            h.div(*f);
+            Some((Val::H(Arc::new(h)), true))
+        }
+        (Val::H(a), Val::H(b)) if matches!(op, BinOp::Add | BinOp::Sub) => {
+            let mut h = (**a).clone();
+            let res = if op == BinOp::Add { h.add(b) } else { h.sub(b) };
+            match res {
+                Ok(reconciled) => {
+                    if reconciled {
+                        let during = if op == BinOp::Add {
+                            "addition"
+                        } else {
+                            "subtraction"
+                        };
+                        ann.info(format!(
+                            "mismatched custom buckets were reconciled during {during}"
+                        ));
+                    }
+                    h.compact();
+                    Some((Val::H(Arc::new(h)), true))
+                }
+                Err(_) => {
+                    ann.warn(format!(
+                        "incompatible bucket layout encountered for binary operator {}",
+                        op_symbol(op)
+                    ));
+                    None
+                }
+            }
+        }
+        (Val::H(a), Val::H(b)) if matches!(op, BinOp::Eq | BinOp::Ne) => {
+            let same = a == b;
+            let keep = if op == BinOp::Eq { same } else { !same };
+            if return_bool {
+                Some((Val::F(f64::from(u8::from(keep))), true))
+            } else {
+                Some((l.clone(), keep))
+            }
+        }
+        _ => incompatible(ann),
+    }
+}
+
+/// Splits values back into float and histogram points.
+fn push_val(s: &mut SeriesData, t: i64, v: Val) {
+    match v {
+        Val::F(v) => s.points.push(Point { t, v }),
+        Val::H(h) => s.hists.push(HPoint { t, h }),
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BinOp {
@@ -124,6 +243,7 @@ pub fn eval(
     lhs: Operand,
     rhs: Operand,
     grid: Grid,
+    ann: &mut Annotations,
 ) -> Result<Vec<SeriesData>, EvalError> {
     match (lhs, rhs) {
         (Operand::Scalar(l), Operand::Scalar(r)) => {
@@ -143,16 +263,16 @@ pub fn eval(
             Ok(vec![SeriesData::new(Labels::default(), points)])
         }
         (Operand::Vector(v), Operand::Scalar(s)) => {
-            Ok(vector_scalar(op, return_bool, v, &s, false, grid))
+            Ok(vector_scalar(op, return_bool, v, &s, false, grid, ann))
         }
         (Operand::Scalar(s), Operand::Vector(v)) => {
-            Ok(vector_scalar(op, return_bool, v, &s, true, grid))
+            Ok(vector_scalar(op, return_bool, v, &s, true, grid, ann))
         }
         (Operand::Vector(l), Operand::Vector(r)) => {
             if op.is_set() {
                 Ok(set_op(op, matching, l, r, grid))
             } else {
-                vector_vector(op, return_bool, matching, l, r, grid)
+                vector_vector(op, return_bool, matching, l, r, grid, ann)
             }
         }
     }
@@ -165,10 +285,33 @@ fn vector_scalar(
     scalar: &[f64],
     scalar_on_left: bool,
     grid: Grid,
+    ann: &mut Annotations,
 ) -> Vec<SeriesData> {
     input
         .into_iter()
         .filter_map(|mut s| {
+            if !s.hists.is_empty() {
+                let mut hists = Vec::new();
+                for p in std::mem::take(&mut s.hists) {
+                    let sv = grid
+                        .index(p.t)
+                        .and_then(|i| scalar.get(i))
+                        .copied()
+                        .unwrap_or(f64::NAN);
+                    let h = Val::H(p.h);
+                    let (l, r) = if scalar_on_left {
+                        (Val::F(sv), h)
+                    } else {
+                        (h, Val::F(sv))
+                    };
+                    match apply_hist(op, &l, &r, return_bool, ann) {
+                        Some((Val::H(h), true)) => hists.push(HPoint { t: p.t, h }),
+                        Some((Val::F(v), true)) => s.points.push(Point { t: p.t, v }),
+                        _ => {}
+                    }
+                }
+                s.hists = hists;
+            }
             s.points = s
                 .points
                 .iter()
@@ -195,18 +338,23 @@ fn vector_scalar(
             if op.is_arithmetic() || return_bool {
                 s.drop_name = true;
             }
-            (!s.points.is_empty()).then_some(s)
+            (!s.is_empty()).then_some(s)
         })
         .collect()
 }
 
 /// Points of every series keyed by step, for per-step matching.
-fn by_step(series: &[SeriesData], grid: Grid) -> Vec<Vec<(usize, f64)>> {
+fn by_step(series: &[SeriesData], grid: Grid) -> Vec<Vec<(usize, Val)>> {
     let mut steps = vec![Vec::new(); grid.len()];
     for (si, s) in series.iter().enumerate() {
         for p in &s.points {
             if let Some(i) = grid.index(p.t) {
-                steps[i].push((si, p.v));
+                steps[i].push((si, Val::F(p.v)));
+            }
+        }
+        for p in &s.hists {
+            if let Some(i) = grid.index(p.t) {
+                steps[i].push((si, Val::H(p.h.clone())));
             }
         }
     }
@@ -223,38 +371,42 @@ fn set_op(
     let lsig: Vec<Labels> = lhs.iter().map(|s| matching.signature(&s.labels)).collect();
     let rsig: Vec<Labels> = rhs.iter().map(|s| matching.signature(&s.labels)).collect();
     let (lsteps, rsteps) = (by_step(&lhs, grid), by_step(&rhs, grid));
-    let mut lkeep: Vec<Vec<Point>> = vec![Vec::new(); lhs.len()];
-    let mut rkeep: Vec<Vec<Point>> = vec![Vec::new(); rhs.len()];
+    let mut lkeep: Vec<Vec<(i64, Val)>> = vec![Vec::new(); lhs.len()];
+    let mut rkeep: Vec<Vec<(i64, Val)>> = vec![Vec::new(); rhs.len()];
     for i in 0..grid.len() {
         let t = grid.time(i);
         match op {
             BinOp::And | BinOp::Unless => {
                 let present: HashSet<&Labels> =
                     rsteps[i].iter().map(|(si, _)| &rsig[*si]).collect();
-                for &(si, v) in &lsteps[i] {
-                    if present.contains(&lsig[si]) == (op == BinOp::And) {
-                        lkeep[si].push(Point { t, v });
+                for (si, v) in &lsteps[i] {
+                    if present.contains(&lsig[*si]) == (op == BinOp::And) {
+                        lkeep[*si].push((t, v.clone()));
                     }
                 }
             }
             _ => {
                 let present: HashSet<&Labels> =
                     lsteps[i].iter().map(|(si, _)| &lsig[*si]).collect();
-                for &(si, v) in &lsteps[i] {
-                    lkeep[si].push(Point { t, v });
+                for (si, v) in &lsteps[i] {
+                    lkeep[*si].push((t, v.clone()));
                 }
-                for &(si, v) in &rsteps[i] {
-                    if !present.contains(&rsig[si]) {
-                        rkeep[si].push(Point { t, v });
+                for (si, v) in &rsteps[i] {
+                    if !present.contains(&rsig[*si]) {
+                        rkeep[*si].push((t, v.clone()));
                     }
                 }
             }
         }
     }
     let mut out = Vec::new();
-    for (mut s, points) in lhs.into_iter().zip(lkeep).chain(rhs.into_iter().zip(rkeep)) {
-        if !points.is_empty() {
-            s.points = points;
+    for (mut s, vals) in lhs.into_iter().zip(lkeep).chain(rhs.into_iter().zip(rkeep)) {
+        if !vals.is_empty() {
+            s.points = Vec::new();
+            s.hists = Vec::new();
+            for (t, v) in vals {
+                push_val(&mut s, t, v);
+            }
             out.push(s);
         }
     }
@@ -268,6 +420,7 @@ fn vector_vector(
     lhs: Vec<SeriesData>,
     rhs: Vec<SeriesData>,
     grid: Grid,
+    ann: &mut Annotations,
 ) -> Result<Vec<SeriesData>, EvalError> {
     // The "many" side goes first; group_right swaps the operands.
     let swapped = matching.card == Card::OneToMany;
@@ -282,8 +435,9 @@ fn vector_vector(
     let mut result_labels: HashMap<(usize, usize), Labels> = HashMap::new();
     for i in 0..grid.len() {
         let t = grid.time(i);
-        let mut one_by_sig: HashMap<&Labels, (usize, f64)> = HashMap::new();
-        for &(si, v) in &osteps[i] {
+        let mut one_by_sig: HashMap<&Labels, (usize, &Val)> = HashMap::new();
+        for (si, v) in &osteps[i] {
+            let si = *si;
             if let Some(&(prev, _)) = one_by_sig.get(&osig[si]) {
                 let side = if swapped { "left" } else { "right" };
                 let matched = matching_labels_string(matching, &one[si].labels);
@@ -296,7 +450,8 @@ fn vector_vector(
             one_by_sig.insert(&osig[si], (si, v));
         }
         let mut matched: HashMap<&Labels, HashSet<Labels>> = HashMap::new();
-        for &(mi, mv) in &msteps[i] {
+        for (mi, mv) in &msteps[i] {
+            let mi = *mi;
             let Some(&(oi, ov)) = one_by_sig.get(&msig[mi]) else {
                 continue;
             };
@@ -312,12 +467,21 @@ fn vector_vector(
                 seen.insert(Labels::default());
             }
             let (l, r) = if swapped { (ov, mv) } else { (mv, ov) };
-            let (mut v, keep) = op.apply(l, r);
-            if return_bool {
-                v = f64::from(u8::from(keep));
-            } else if !keep {
-                continue;
-            }
+            let v = match (l, r) {
+                (Val::F(l), Val::F(r)) => {
+                    let (mut v, keep) = op.apply(*l, *r);
+                    if return_bool {
+                        v = f64::from(u8::from(keep));
+                    } else if !keep {
+                        continue;
+                    }
+                    Val::F(v)
+                }
+                _ => match apply_hist(op, l, r, return_bool, ann) {
+                    Some((v, true)) => v,
+                    _ => continue,
+                },
+            };
             let labels = result_labels
                 .entry((mi, oi))
                 .or_insert_with(|| result_metric(&many[mi].labels, &one[oi].labels, matching))
@@ -337,10 +501,11 @@ fn vector_vector(
                     labels,
                     drop_name,
                     points: Vec::new(),
+                    hists: Vec::new(),
                 });
                 out.len() - 1
             });
-            out[idx].points.push(Point { t, v });
+            push_val(&mut out[idx], t, v);
         }
         // fill modifiers: elements without a partner meet the fill value.
         // `fill_left` stands in for a missing "many"-side element and
@@ -348,7 +513,9 @@ fn vector_vector(
         let (fill_many, fill_one) = (matching.fill_lhs, matching.fill_rhs);
         let mut filled: Vec<(Labels, bool, f64)> = Vec::new();
         if let Some(f) = fill_one.map(f64::from_bits) {
-            for &(mi, mv) in &msteps[i] {
+            for (mi, mv) in &msteps[i] {
+                let mi = *mi;
+                let Val::F(mv) = *mv else { continue };
                 if one_by_sig.contains_key(&msig[mi]) {
                     continue;
                 }
@@ -361,7 +528,9 @@ fn vector_vector(
             }
         }
         if let Some(f) = fill_many.map(f64::from_bits) {
-            for &(oi, ov) in &osteps[i] {
+            for (oi, ov) in &osteps[i] {
+                let oi = *oi;
+                let Val::F(ov) = *ov else { continue };
                 if matched.contains_key(&osig[oi]) {
                     continue;
                 }
@@ -378,6 +547,7 @@ fn vector_vector(
                     labels,
                     drop_name,
                     points: Vec::new(),
+                    hists: Vec::new(),
                 });
                 out.len() - 1
             });

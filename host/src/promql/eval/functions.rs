@@ -63,10 +63,9 @@ pub enum InstantFunc {
     Pi,
     MinOf,
     MaxOf,
-    /// `histogram_count` and friends read native histograms only, which
-    /// Ember does not store yet: over float series they return nothing,
-    /// as in Prometheus.
-    NativeHistogramOnly,
+    /// `histogram_count` and friends: native histograms only; float
+    /// series give nothing, as in Prometheus.
+    Native(super::native::NativeFunc),
 }
 
 impl InstantFunc {
@@ -125,7 +124,7 @@ impl InstantFunc {
             "min_of" => MinOf,
             "max_of" => MaxOf,
             "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
-            | "histogram_stdvar" => NativeHistogramOnly,
+            | "histogram_stdvar" => Native(super::native::NativeFunc::from_name(name)?),
             _ => return None,
         })
     }
@@ -136,6 +135,23 @@ impl InstantFunc {
         matches!(
             self,
             LabelReplace | LabelJoin | Sort | SortDesc | SortByLabel | SortByLabelDesc
+        )
+    }
+
+    /// Whether the function reads native histogram points; the others
+    /// get their inputs without them.
+    pub fn keeps_histograms(self) -> bool {
+        use InstantFunc::*;
+        matches!(
+            self,
+            LabelReplace
+                | LabelJoin
+                | SortByLabel
+                | SortByLabelDesc
+                | HistogramQuantile
+                | HistogramQuantiles
+                | HistogramFraction
+                | Native(_)
         )
     }
 
@@ -284,7 +300,9 @@ pub fn eval(
         }
     };
     Ok(match f {
-        NativeHistogramOnly => Vec::new(),
+        Native(nf) => {
+            super::native::map_histograms(take_vector(&mut args, 0), grid, |_, h| Some(nf.apply(h)))
+        }
         MinOf | MaxOf => {
             let a = args
                 .first()
@@ -462,23 +480,117 @@ pub fn eval(
             input
         }
         HistogramQuantile => {
-            histogram_quantile(take_vector(&mut args, 1), args[0].scalar(), grid, ann)
+            let (classic, native) = split_native_checked(take_vector(&mut args, 1), ann);
+            let q = args[0].scalar();
+            let mut out = super::native::map_histograms(native, grid, |i, h| {
+                Some(h.quantile(q.get(i).copied().unwrap_or(f64::NAN)))
+            });
+            if !out.is_empty() {
+                warn_quantile_range(q, ann);
+            }
+            out.extend(histogram_quantile(classic, q, grid, ann));
+            out
         }
         HistogramQuantiles => {
-            let input = take_vector(&mut args, 0);
+            let (classic, native) = split_native_checked(take_vector(&mut args, 0), ann);
             let label = args.get(1).map(Arg::string).unwrap_or("").to_owned();
             let qs: Vec<Vec<f64>> = args.iter().skip(2).map(|a| a.scalar().to_vec()).collect();
-            histogram_quantiles(input, &label, &qs, grid, ann)?
+            let mut out = Vec::new();
+            for q in &qs {
+                let name = quantile_label(q.first().copied().unwrap_or(f64::NAN));
+                let mut part = super::native::map_histograms(native.clone(), grid, |i, h| {
+                    Some(h.quantile(q.get(i).copied().unwrap_or(f64::NAN)))
+                });
+                if !part.is_empty() {
+                    warn_quantile_range(q, ann);
+                }
+                for s in &mut part {
+                    s.labels = with_label(&s.labels, &label, &name);
+                }
+                out.extend(part);
+            }
+            let classic_out = histogram_quantiles(classic, &label, &qs, grid, ann)?;
+            out.extend(classic_out);
+            let mut seen = std::collections::HashSet::new();
+            for s in &out {
+                if !seen.insert(super::drop_metric_name(&s.labels)) {
+                    return Err(EvalError(
+                        "vector cannot contain metrics with the same labelset".into(),
+                    ));
+                }
+            }
+            out
         }
         HistogramFraction => {
-            let input = take_vector(&mut args, 2);
-            histogram_fraction(input, args[0].scalar(), args[1].scalar(), grid, ann)
+            let (classic, native) = split_native_checked(take_vector(&mut args, 2), ann);
+            let (lower, upper) = (args[0].scalar(), args[1].scalar());
+            let mut out = super::native::map_histograms(native, grid, |i, h| {
+                let lo = lower.get(i).copied().unwrap_or(f64::NAN);
+                let hi = upper.get(i).copied().unwrap_or(f64::NAN);
+                Some(h.fraction(lo, hi))
+            });
+            out.extend(histogram_fraction(classic, lower, upper, grid, ann));
+            out
         }
         _ => {
             let input = take_vector(&mut args, 0);
             map_points(input, false, |_, v| f.simple(v), grid)
         }
     })
+}
+
+/// [`split_native`], then drops classic and native histograms that share
+/// their labels (without `le`): Prometheus refuses to pick one.
+fn split_native_checked(
+    input: Vec<SeriesData>,
+    ann: &mut Annotations,
+) -> (Vec<SeriesData>, Vec<SeriesData>) {
+    let (mut classic, mut native) = split_native(input);
+    if classic.is_empty() || native.is_empty() {
+        return (classic, native);
+    }
+    let native_labels: std::collections::HashSet<Labels> =
+        native.iter().map(|s| s.labels.clone()).collect();
+    let mut conflicts = std::collections::HashSet::new();
+    classic.retain(|s| {
+        let base = with_label(&s.labels, "le", "");
+        if native_labels.contains(&base) {
+            conflicts.insert(base);
+            false
+        } else {
+            true
+        }
+    });
+    native.retain(|s| !conflicts.contains(&s.labels));
+    for l in &conflicts {
+        ann.warn(format!(
+            "vector contains a mix of classic and native histograms for metric name {:?}",
+            l.metric_name().unwrap_or("")
+        ));
+    }
+    (classic, native)
+}
+
+/// Splits series into their float points (classic buckets) and their
+/// native histogram points.
+fn split_native(input: Vec<SeriesData>) -> (Vec<SeriesData>, Vec<SeriesData>) {
+    let mut classic = Vec::new();
+    let mut native = Vec::new();
+    for mut s in input {
+        if !s.hists.is_empty() {
+            let hists = std::mem::take(&mut s.hists);
+            native.push(SeriesData {
+                labels: s.labels.clone(),
+                drop_name: s.drop_name,
+                points: Vec::new(),
+                hists,
+            });
+        }
+        if !s.points.is_empty() {
+            classic.push(s);
+        }
+    }
+    (classic, native)
 }
 
 /// A scalar as a series: one point per step.
@@ -671,6 +783,7 @@ fn per_bucket_group(
                 labels,
                 drop_name: true,
                 points,
+                hists: Vec::new(),
             });
         }
     }

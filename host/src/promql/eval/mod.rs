@@ -7,11 +7,12 @@ pub mod binary;
 pub mod functions;
 pub mod grid;
 pub mod kahan;
+pub mod native;
 pub mod range_fn;
 pub mod selector;
 
 use crate::model::Labels;
-use crate::promql::value::Point;
+use crate::promql::value::{HPoint, Point};
 
 pub use grid::Grid;
 
@@ -23,6 +24,9 @@ pub struct SeriesData {
     pub labels: Labels,
     pub drop_name: bool,
     pub points: Vec<Point>,
+    /// Native histogram points, sorted by time. Operators that know no
+    /// histograms leave them out of their output.
+    pub hists: Vec<HPoint>,
 }
 
 impl SeriesData {
@@ -31,7 +35,12 @@ impl SeriesData {
             labels,
             drop_name: false,
             points,
+            hists: Vec::new(),
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty() && self.hists.is_empty()
     }
 }
 

@@ -202,18 +202,34 @@ fn extrapolated(
             }
         }
     }
-    let mut to_start = (first.t - w.start) as f64 / 1000.0;
-    let mut to_end = (w.end - last.t) as f64 / 1000.0;
-    let sampled = (last.t - first.t) as f64 / 1000.0;
-    let avg_step = sampled / (s.len() - 1) as f64;
+    let zero = (counter && result > 0.0 && first.v >= 0.0).then_some(first.v / result);
+    let factor = extrapolation_factor(first.t, last.t, s.len(), zero, w, range_ms, per_second);
+    Some(result * factor)
+}
+
+/// The factor by which `rate`, `increase` and `delta` scale the change
+/// between the first and last of `n` samples, extrapolating towards the
+/// window's edges. `zero_ratio` is `first / change` for counters that
+/// went up: a counter is not extrapolated below zero.
+pub fn extrapolation_factor(
+    first_t: i64,
+    last_t: i64,
+    n: usize,
+    zero_ratio: Option<f64>,
+    w: Window,
+    range_ms: i64,
+    per_second: bool,
+) -> f64 {
+    let mut to_start = (first_t - w.start) as f64 / 1000.0;
+    let mut to_end = (w.end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg_step = sampled / (n - 1) as f64;
     let threshold = avg_step * 1.1;
     if to_start >= threshold {
         to_start = avg_step / 2.0;
     }
-    if counter && result > 0.0 && first.v >= 0.0 {
-        // A counter cannot have been below zero: do not extrapolate past
-        // the point where it would have been zero.
-        let to_zero = sampled * (first.v / result);
+    if let Some(ratio) = zero_ratio {
+        let to_zero = sampled * ratio;
         if to_zero < to_start {
             to_start = to_zero;
         }
@@ -225,7 +241,7 @@ fn extrapolated(
     if per_second {
         factor /= range_ms as f64 / 1000.0;
     }
-    Some(result * factor)
+    factor
 }
 
 fn stdvar(s: &[Point]) -> f64 {

@@ -22,7 +22,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::config::object_store::{ObjectStoreConfig, ObjectStoreKind};
-use crate::storage::block::{BlockMeta, META_FILE, SAMPLES_FILE, SERIES_FILE};
+use crate::storage::block::{BlockMeta, HISTOGRAMS_FILE, META_FILE, SAMPLES_FILE, SERIES_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BucketError {
@@ -322,7 +322,7 @@ impl Bucket {
     /// readers, then its other files.
     pub fn delete_block(&self, ulid: &str) -> Result<(), BucketError> {
         let store = self.store.clone();
-        let paths: Vec<Path> = [META_FILE, SAMPLES_FILE, SERIES_FILE]
+        let paths: Vec<Path> = [META_FILE, SAMPLES_FILE, SERIES_FILE, HISTOGRAMS_FILE]
             .iter()
             .map(|f| self.path(ulid, f))
             .collect();

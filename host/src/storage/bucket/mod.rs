@@ -290,6 +290,7 @@ mod tests {
                         .step_by(1000)
                         .map(|t| Sample { t, v: t as f64 })
                         .collect(),
+                    histograms: Vec::new(),
                 }
             })
             .collect()

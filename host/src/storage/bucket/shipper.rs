@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::ObjectStorage;
 use super::client::BucketError;
 use crate::storage::Storage;
-use crate::storage::block::{SAMPLES_FILE, SERIES_FILE, ShippedFile, ShippedMeta};
+use crate::storage::block::{HISTOGRAMS_FILE, SAMPLES_FILE, SERIES_FILE, ShippedFile, ShippedMeta};
 
 pub const STATE_FILE: &str = "shipper.json";
 
@@ -87,6 +87,15 @@ pub fn ship_once(storage: &Storage, os: &ObjectStorage) -> Result<ShipReport, Bu
             if files.len() < 2 {
                 continue;
             }
+            // Native histograms are uploaded too, so the bucket has the
+            // whole block, though remote reads do not use them yet.
+            let hist = block.dir().join(HISTOGRAMS_FILE);
+            if let Ok(m) = std::fs::metadata(&hist) {
+                files.push(ShippedFile {
+                    rel_path: HISTOGRAMS_FILE.to_owned(),
+                    size_bytes: m.len(),
+                });
+            }
             meta.shipped = Some(ShippedMeta {
                 labels: os.settings.external_labels.clone(),
                 files,
@@ -148,6 +157,9 @@ pub fn ship_once(storage: &Storage, os: &ObjectStorage) -> Result<ShipReport, Bu
                 .iter()
                 .filter(|b| b.meta.max_time <= newest - keep)
                 .filter(|b| state.uploaded.contains(&b.meta.ulid) && os.has_block(&b.meta.ulid))
+                // Remote reads do not serve native histograms yet: a block
+                // with them stays local so queries keep seeing them.
+                .filter(|b| !b.dir().join(HISTOGRAMS_FILE).exists())
                 .map(|b| b.meta.ulid.clone())
                 .collect();
             if !doomed.is_empty() {

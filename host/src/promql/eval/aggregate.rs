@@ -265,9 +265,12 @@ fn count_values(
     groups: &[Labels],
     label: &str,
 ) -> Vec<SeriesData> {
-    // (group, value string) -> counts per step
-    let mut counts: HashMap<(usize, String), Vec<f64>> = HashMap::new();
-    let mut order = Vec::new();
+    // Output series are keyed by their final labels, not by group: the
+    // value label may overwrite a grouping label (`count_values by (job)
+    // ("job", x)`), and then groups merge, as in Prometheus.
+    let mut slot_of: HashMap<(usize, String), usize> = HashMap::new();
+    let mut out_of: HashMap<Labels, usize> = HashMap::new();
+    let mut out: Vec<(Labels, Vec<f64>)> = Vec::new();
     for (s, &g) in input.iter().zip(member) {
         // Histograms count by their string form, as in Prometheus.
         let values = s
@@ -277,19 +280,23 @@ fn count_values(
             .chain(s.hists.iter().map(|p| (p.t, p.h.prom_string())));
         for (t, text) in values {
             let Some(i) = grid.index(t) else { continue };
-            let key = (g, text);
-            let e = counts.entry(key.clone()).or_insert_with(|| {
-                order.push(key);
-                vec![0.0; grid.len()]
-            });
-            e[i] += 1.0;
+            let slot = match slot_of.get(&(g, text.clone())) {
+                Some(&slot) => slot,
+                None => {
+                    let labels = super::with_label(&groups[g], label, &text);
+                    let slot = *out_of.entry(labels.clone()).or_insert_with(|| {
+                        out.push((labels, vec![0.0; grid.len()]));
+                        out.len() - 1
+                    });
+                    slot_of.insert((g, text), slot);
+                    slot
+                }
+            };
+            out[slot].1[i] += 1.0;
         }
     }
-    order
-        .into_iter()
-        .filter_map(|key| {
-            let c = counts.remove(&key)?;
-            let labels = super::with_label(&groups[key.0], label, &key.1);
+    out.into_iter()
+        .map(|(labels, c)| {
             let points = c
                 .into_iter()
                 .enumerate()
@@ -299,7 +306,7 @@ fn count_values(
                     v: n,
                 })
                 .collect();
-            Some(SeriesData::new(labels, points))
+            SeriesData::new(labels, points)
         })
         .collect()
 }

@@ -143,6 +143,8 @@ impl RangeFunc {
                 let mut vals: Vec<f64> = s.iter().map(|p| p.v).collect();
                 quantile(args.first().copied().unwrap_or(f64::NAN), &mut vals)
             }
+            // A NaN sample makes the deviation NaN rather than being sorted away.
+            MadOverTime if s.iter().any(|p| p.v.is_nan()) => f64::NAN,
             MadOverTime => {
                 let mut vals: Vec<f64> = s.iter().map(|p| p.v).collect();
                 let median = quantile(0.5, &mut vals);

@@ -358,7 +358,11 @@ pub struct ReceiverConfig {
 pub struct NotifierPluginConfig {
     /// The plugin's name (its `.wasm` file's stem in the plugin directory).
     pub name: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "crate::plugins::config::serialize_masked_with_urls"
+    )]
     pub config: BTreeMap<String, serde_yaml::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_hosts: Vec<String>,

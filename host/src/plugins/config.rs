@@ -16,7 +16,11 @@ pub struct PluginUse {
     #[serde(default)]
     pub name: String,
     /// Handed to the plugin as JSON.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "serialize_masked"
+    )]
     pub config: BTreeMap<String, serde_yaml::Value>,
     /// Hosts the plugin may reach: `host`, `host:port`, `*.domain`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -130,5 +134,75 @@ impl PluginUse {
             dns_server: self.dns_server.clone(),
             limits,
         }
+    }
+}
+
+/// Whether a plugin config key names a secret: such values are shown as
+/// `<secret>` wherever the config is displayed (`/api/v1/status/config`),
+/// as Prometheus shows its own secrets. The plugin itself gets the real map.
+fn is_secret_key(key: &str, urls_are_secret: bool) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key", "credential"]
+        .iter()
+        .any(|word| key.contains(word))
+        || (urls_are_secret && key.contains("url"))
+}
+
+fn masked(
+    config: &BTreeMap<String, serde_yaml::Value>,
+    urls_are_secret: bool,
+) -> BTreeMap<&str, serde_yaml::Value> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let shown = if is_secret_key(k, urls_are_secret) {
+                serde_yaml::Value::from("<secret>")
+            } else {
+                v.clone()
+            };
+            (k.as_str(), shown)
+        })
+        .collect()
+}
+
+/// For exporter and discoverer plugins: URLs are targets, not secrets.
+pub fn serialize_masked<S: serde::Serializer>(
+    config: &BTreeMap<String, serde_yaml::Value>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&masked(config, false), serializer)
+}
+
+/// For notifier plugins: webhook URLs carry credentials (Slack's, for one),
+/// so they are hidden as Alertmanager hides them.
+pub fn serialize_masked_with_urls<S: serde::Serializer>(
+    config: &BTreeMap<String, serde_yaml::Value>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&masked(config, true), serializer)
+}
+
+#[cfg(test)]
+mod masking_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_when_shown_but_not_for_the_plugin() {
+        let mut config = BTreeMap::new();
+        config.insert("url".to_owned(), serde_yaml::Value::from("https://hooks/x"));
+        config.insert("routing_key".to_owned(), serde_yaml::Value::from("abc"));
+        config.insert("channel".to_owned(), serde_yaml::Value::from("#ops"));
+        let use_ = PluginUse {
+            name: "p".into(),
+            config: config.clone(),
+            ..PluginUse::default()
+        };
+        let shown = serde_yaml::to_string(&use_).unwrap();
+        assert!(shown.contains("routing_key: <secret>"), "{shown}");
+        assert!(shown.contains("url: https://hooks/x"), "{shown}");
+        assert!(shown.contains("'#ops'"), "{shown}");
+        let notifier = masked(&config, true);
+        assert_eq!(notifier["url"], serde_yaml::Value::from("<secret>"));
+        assert_eq!(use_.config["routing_key"], serde_yaml::Value::from("abc"));
     }
 }

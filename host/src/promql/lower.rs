@@ -51,6 +51,9 @@ pub struct Lowering<'q> {
     pub lookback: i64,
     /// Step of subqueries without one (the global evaluation interval).
     pub default_subquery_step: i64,
+    /// String literals that are invalid UTF-8 as Prometheus reads them
+    /// (see `source_strings`), with their Go-quoted form.
+    pub invalid_utf8: std::collections::HashMap<String, String>,
 }
 
 fn ms(d: &Duration) -> i64 {
@@ -136,7 +139,14 @@ impl Lowering<'_> {
             Expr::NumberLiteral(n) => {
                 Lowered::Scalar(PromNode::plan(Op::Literal { grid, value: n.val }, vec![]))
             }
-            Expr::StringLiteral(s) => Lowered::String(s.val.clone()),
+            Expr::StringLiteral(s) => {
+                // Every string argument is a label name, value or regex,
+                // none of which may be invalid UTF-8.
+                if let Some(quoted) = self.invalid_utf8.get(&s.val) {
+                    return Err(bad(format!("invalid label name {quoted}")));
+                }
+                Lowered::String(s.val.clone())
+            }
             Expr::VectorSelector(vs) => Lowered::Vector(self.instant_selector(vs, grid, false)?),
             Expr::MatrixSelector(m) => {
                 let shift = self.shift(&m.vs.offset, &m.vs.at);

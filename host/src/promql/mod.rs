@@ -6,6 +6,7 @@ pub mod eval;
 pub mod exec;
 pub mod lower;
 pub mod plan;
+mod source_strings;
 pub mod value;
 
 use std::sync::Arc;
@@ -220,6 +221,7 @@ impl Engine {
                 .lookback_delta_ms
                 .unwrap_or(self.options.lookback_delta_ms),
             default_subquery_step: self.options.default_subquery_step_ms,
+            invalid_utf8: source_strings::invalid_utf8_literals(query),
         };
         let (plan, kind) = match lowering.lower(&expr, grid)? {
             lower::Lowered::String(s) => {

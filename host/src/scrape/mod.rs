@@ -2,5 +2,6 @@
 
 pub mod manager;
 pub mod scrape_loop;
+mod series_cache;
 pub mod target;
 pub mod tls;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
+use super::series_cache::SeriesCache;
 use super::target::Target;
 use crate::config::ScrapeConfig;
 use crate::model::Labels;
@@ -89,20 +90,6 @@ pub struct TargetState {
 /// relabeling; `None` when relabeling dropped it.
 type Cached = Option<Labels>;
 
-/// A cache entry per raw series text. `last_seen` is the number of the last
-/// scrape that exposed it, which is all staleness needs: a series seen in
-/// the previous scrape but not in this one gets a stale marker.
-struct CacheEntry {
-    labels: Cached,
-    last_seen: u64,
-    /// `last_seen` before the current scrape updated it (a failed scrape needs it).
-    seen_before: u64,
-    /// Whether `labels` is the head's own copy (see `Storage::canonical_series`).
-    canonical: bool,
-    /// The series' head slot, so commits skip the series lookup.
-    head_slot: Option<u32>,
-}
-
 /// Entries unseen for this many scrapes are evicted from the cache.
 const CACHE_KEEP_SCRAPES: u64 = 10;
 
@@ -111,9 +98,12 @@ pub struct ScrapeLoop {
     cfg: Arc<ScrapeConfig>,
     storage: Arc<Storage>,
     client: SharedClient,
-    /// Keyed by raw series text; foldhash is several times faster than SipHash
-    /// here and still randomly seeded.
-    cache: HashMap<String, CacheEntry, foldhash::fast::RandomState>,
+    cache: SeriesCache,
+    /// The labels of the report series (`up`, `scrape_duration_seconds`, ...),
+    /// built once: the target's labels do not change during a loop's life.
+    report: Vec<Labels>,
+    /// Whether `report` holds the head's own copies.
+    report_canonical: bool,
     /// Number of the current scrape (the first is 2).
     scrape_id: u64,
     pub state: Arc<Mutex<TargetState>>,
@@ -136,10 +126,11 @@ enum Scraped {
 }
 
 /// The samples of one scrape on their way to the appender, with the counts
-/// of the report series.
+/// of the report series. Samples name their series by cache entry, so the
+/// commit borrows the cached labels instead of cloning them.
 #[derive(Default)]
 struct Batch {
-    samples: Vec<(Labels, i64, f64, Option<u32>)>,
+    samples: Vec<(u32, i64, f64)>,
     scraped: usize,
     added: usize,
     metadata: HashMap<String, Metadata>,
@@ -154,12 +145,18 @@ impl ScrapeLoop {
         storage: Arc<Storage>,
         client: SharedClient,
     ) -> ScrapeLoop {
+        let report = REPORT_SERIES
+            .iter()
+            .map(|name| report_labels(&target.labels, name))
+            .collect();
         ScrapeLoop {
+            report,
+            report_canonical: false,
             target,
             cfg,
             storage,
             client,
-            cache: HashMap::default(),
+            cache: SeriesCache::default(),
             // `last_seen == 0` means "never"; ids start at 2 so 0 + 1 is no scrape.
             scrape_id: 1,
             state: Arc::new(Mutex::new(TargetState::default())),
@@ -289,37 +286,6 @@ impl ScrapeLoop {
         Ok(Scraped::Body { body, format })
     }
 
-    /// Target labels merged into scraped labels (honor_labels rules), then
-    /// metric relabeling.
-    fn series_labels(&self, scraped: &Labels) -> Cached {
-        let mut map: LabelMap = scraped
-            .iter()
-            .map(|l| (l.name.to_string(), l.value.to_string()))
-            .collect();
-        for l in self.target.labels.iter() {
-            let (name, value) = (l.name.to_string(), l.value.to_string());
-            if self.cfg.honor_labels {
-                map.entry(name).or_insert(value);
-            } else {
-                if let Some(existing) = map.remove(&name) {
-                    // Keep the exposed value as exported_<name>, as Prometheus does.
-                    let mut exported = format!("exported_{name}");
-                    while map.contains_key(&exported) {
-                        exported = format!("exported_{exported}");
-                    }
-                    map.insert(exported, existing);
-                }
-                map.insert(name, value);
-            }
-        }
-        if !relabel::process(&mut map, &self.cfg.metric_relabel_configs) {
-            return None;
-        }
-        Labels::from_pairs(map.iter())
-            .ok()
-            .filter(|l| l.metric_name().is_some())
-    }
-
     /// One sample of the scrape, known by `key` (its series as exposed: the
     /// raw text of an HTTP body, [`crate::plugins::series_key`] for a
     /// plugin); `labels` builds its labels the first time the key is seen.
@@ -334,40 +300,30 @@ impl ScrapeLoop {
     ) -> Result<(), String> {
         let id = self.scrape_id;
         batch.scraped += 1;
-        // One hash of the series key for a known series.
-        let entry = match self.cache.get_mut(key) {
-            Some(entry) => entry,
-            None => {
-                let parsed = labels()?;
-                let labels = self.series_labels(&parsed);
-                self.cache.entry(key.to_owned()).or_insert(CacheEntry {
-                    labels,
-                    last_seen: 0,
-                    seen_before: 0,
-                    canonical: false,
-                    head_slot: None,
-                })
-            }
-        };
+        let (target, cfg) = (&self.target, &*self.cfg);
+        let index = self
+            .cache
+            .find_or_insert(key, || Ok(series_labels(target, cfg, &labels()?)))?;
+        let entry = self.cache.entry_mut(index);
         if entry.last_seen == id {
             return Ok(()); // the same series twice in one exposition
         }
         entry.seen_before = entry.last_seen;
         entry.last_seen = id;
-        let Some(labels) = &entry.labels else {
+        if entry.labels.is_none() {
             return Ok(());
-        };
+        }
         if entry.seen_before + 1 != id {
             batch.added += 1;
         }
-        let labels = labels.clone();
-        let slot = entry.head_slot;
-        self.check_label_limits(&labels)?;
+        if let Some(labels) = &self.cache.entry(index).labels {
+            self.check_label_limits(labels)?;
+        }
         let ts = match timestamp_ms {
             Some(ts) if self.cfg.honor_timestamps => ts,
             _ => t,
         };
-        batch.samples.push((labels, ts, value, slot));
+        batch.samples.push((index, ts, value));
         Ok(())
     }
 
@@ -394,7 +350,8 @@ impl ScrapeLoop {
                     )?;
                     if let Some(e) = sample.exemplar
                         && batch.samples.len() > before
-                        && let Some((labels, ..)) = batch.samples.last()
+                        && let Some(&(index, ..)) = batch.samples.last()
+                        && let Some(labels) = &self.cache.entry(index).labels
                     {
                         // An exemplar without a timestamp gets the scrape's, as in Prometheus.
                         batch.exemplars.push((
@@ -458,6 +415,7 @@ impl ScrapeLoop {
         let id = self.scrape_id;
         let fetched = self.fetch().await;
         let mut batch = Batch::default();
+        self.cache.begin_scrape();
         let result = fetched.and_then(|scraped| {
             match scraped {
                 Scraped::Body { body, format } => self.accept_body(&mut batch, &body, format, t)?,
@@ -472,6 +430,7 @@ impl ScrapeLoop {
             }
             Ok(())
         });
+        self.cache.finish_scrape(result.is_ok());
         let Batch {
             samples: mut app_samples,
             scraped,
@@ -484,52 +443,61 @@ impl ScrapeLoop {
             Ok(()) => (1.0, String::new()),
             Err(e) => (0.0, e.clone()),
         };
-        if result.is_err() {
+        let failed = result.is_err();
+        if failed {
             app_samples.clear();
             exemplars.clear();
             added = 0;
         }
         let post_relabel = app_samples.len();
-        let mut app = self.storage.appender();
-        for (labels, ts, v, slot) in app_samples {
-            app.append_hinted(labels, ts, v, slot);
-        }
         // Stale markers: seen in the previous scrape but not this one; after a
         // failed scrape, everything seen before (and nothing counts as seen now).
-        let failed = result.is_err();
-        for entry in self.cache.values_mut() {
+        let mut stale = Vec::new();
+        for (index, entry) in self.cache.iter_mut() {
             if failed && entry.last_seen == id {
                 // Exposed by the failed scrape: not stored, so not seen.
                 entry.last_seen = entry.seen_before;
             }
-            if entry.last_seen + 1 == id
-                && let Some(labels) = &entry.labels
-            {
-                app.append(labels.clone(), t, stale_nan());
+            if entry.last_seen + 1 == id && entry.labels.is_some() {
+                stale.push(index);
             }
         }
         self.cache
-            .retain(|_, e| e.last_seen + CACHE_KEEP_SCRAPES >= id);
-        for (name, value) in [
-            ("up", up),
-            ("scrape_duration_seconds", duration.as_secs_f64()),
-            ("scrape_samples_scraped", scraped as f64),
-            ("scrape_samples_post_metric_relabeling", post_relabel as f64),
-            ("scrape_series_added", added as f64),
-        ] {
-            app.append(self.report_labels(name), t, value);
+            .retain(|e| e.last_seen + CACHE_KEEP_SCRAPES >= id);
+        let mut app = self.storage.appender();
+        for (index, ts, v) in app_samples {
+            let entry = self.cache.entry(index);
+            if let Some(labels) = &entry.labels {
+                app.append_borrowed(labels, ts, v, entry.head_slot);
+            }
         }
-        match app.commit() {
+        for index in stale {
+            if let Some(labels) = &self.cache.entry(index).labels {
+                app.append_borrowed(labels, t, stale_nan(), None);
+            }
+        }
+        let report = [
+            up,
+            duration.as_secs_f64(),
+            scraped as f64,
+            post_relabel as f64,
+            added as f64,
+        ];
+        for (labels, value) in self.report.iter().zip(report) {
+            app.append_borrowed(labels, t, value, None);
+        }
+        let committed = app.commit();
+        match committed {
             Ok(_) => self.store_exemplars(exemplars),
             Err(e) => {
                 tracing::error!(target = %self.target.url, err = %e, "Cannot store scraped samples")
             }
         }
         // New series: keep the head's copy of their labels from now on.
-        for entry in self
+        for (_, entry) in self
             .cache
-            .values_mut()
-            .filter(|e| !e.canonical && e.last_seen == id)
+            .iter_mut()
+            .filter(|(_, e)| !e.canonical && e.last_seen == id)
         {
             if let Some(labels) = &entry.labels
                 && let Some((canonical, slot)) = self.storage.canonical_series(labels)
@@ -537,6 +505,17 @@ impl ScrapeLoop {
                 entry.labels = Some(canonical);
                 entry.canonical = true;
                 entry.head_slot = Some(slot);
+            }
+        }
+        if !self.report_canonical {
+            let canonical: Option<Vec<Labels>> = self
+                .report
+                .iter()
+                .map(|l| self.storage.canonical_labels(l))
+                .collect();
+            if let Some(canonical) = canonical {
+                self.report = canonical;
+                self.report_canonical = true;
             }
         }
         if !error.is_empty() {
@@ -610,38 +589,72 @@ impl ScrapeLoop {
         Ok(())
     }
 
-    fn report_labels(&self, name: &str) -> Labels {
-        let mut pairs: Vec<(&str, &str)> = self
-            .target
-            .labels
-            .iter()
-            .map(|l| (&*l.name, &*l.value))
-            .collect();
-        pairs.push(("__name__", name));
-        Labels::from_pairs(pairs).unwrap_or_default()
-    }
-
     async fn mark_all_stale(&mut self, t: i64) {
         let mut app = self.storage.appender();
         let id = self.scrape_id;
-        for entry in self.cache.values().filter(|e| e.last_seen == id && id > 0) {
+        for (_, entry) in self
+            .cache
+            .iter()
+            .filter(|(_, e)| e.last_seen == id && id > 0)
+        {
             if let Some(labels) = &entry.labels {
-                app.append(labels.clone(), t, stale_nan());
+                app.append_borrowed(labels, t, stale_nan(), None);
             }
         }
-        for name in [
-            "up",
-            "scrape_duration_seconds",
-            "scrape_samples_scraped",
-            "scrape_samples_post_metric_relabeling",
-            "scrape_series_added",
-        ] {
-            app.append(self.report_labels(name), t, stale_nan());
+        for labels in &self.report {
+            app.append_borrowed(labels, t, stale_nan(), None);
         }
         if let Err(e) = app.commit() {
             tracing::error!(target = %self.target.url, err = %e, "Cannot store stale markers");
         }
     }
+}
+
+/// The series every scrape reports about itself, in the order of
+/// [`ScrapeLoop::report`].
+const REPORT_SERIES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+fn report_labels(target: &Labels, name: &str) -> Labels {
+    let mut pairs: Vec<(&str, &str)> = target.iter().map(|l| (&*l.name, &*l.value)).collect();
+    pairs.push(("__name__", name));
+    Labels::from_pairs(pairs).unwrap_or_default()
+}
+
+/// Target labels merged into scraped labels (honor_labels rules), then
+/// metric relabeling.
+fn series_labels(target: &Target, cfg: &ScrapeConfig, scraped: &Labels) -> Cached {
+    let mut map: LabelMap = scraped
+        .iter()
+        .map(|l| (l.name.to_string(), l.value.to_string()))
+        .collect();
+    for l in target.labels.iter() {
+        let (name, value) = (l.name.to_string(), l.value.to_string());
+        if cfg.honor_labels {
+            map.entry(name).or_insert(value);
+        } else {
+            if let Some(existing) = map.remove(&name) {
+                // Keep the exposed value as exported_<name>, as Prometheus does.
+                let mut exported = format!("exported_{name}");
+                while map.contains_key(&exported) {
+                    exported = format!("exported_{exported}");
+                }
+                map.insert(exported, existing);
+            }
+            map.insert(name, value);
+        }
+    }
+    if !relabel::process(&mut map, &cfg.metric_relabel_configs) {
+        return None;
+    }
+    Labels::from_pairs(map.iter())
+        .ok()
+        .filter(|l| l.metric_name().is_some())
 }
 
 fn type_name(kind: MetricType) -> &'static str {

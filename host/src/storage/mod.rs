@@ -658,7 +658,7 @@ impl Storage {
     /// Callers that keep label sets across appends (scrape caches) swap
     /// theirs for it, so later lookups compare a pointer instead of strings.
     /// [`Storage::canonical_labels`] with the series' head slot, a hint for
-    /// [`Appender::append_hinted`].
+    /// [`Appender::append_borrowed`].
     pub fn canonical_series(
         &self,
         labels: &crate::model::Labels,

@@ -81,10 +81,7 @@ pub struct SampleEntry<'a> {
 impl SampleEntry<'_> {
     /// The series' label set, `__name__` included (the slow path, on a cache miss).
     pub fn labels(&self) -> Result<Labels, String> {
-        let mut c = Cursor {
-            s: self.series.as_bytes(),
-            pos: 0,
-        };
+        let mut c = Cursor::new(self.series);
         let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
         let name = if c.peek() == Some(b'{') {
             None
@@ -128,8 +125,19 @@ pub enum Entry<'a> {
 
 /// Byte cursor over one piece of text; errors carry the byte offset.
 struct Cursor<'a> {
+    text: &'a str,
     s: &'a [u8],
     pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(text: &'a str) -> Cursor<'a> {
+        Cursor {
+            text,
+            s: text.as_bytes(),
+            pos: 0,
+        }
+    }
 }
 
 type CErr = (usize, String);
@@ -165,8 +173,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn str_of(&self, from: usize, to: usize) -> &'a str {
-        // Callers only slice at ASCII boundaries of valid UTF-8 input.
-        std::str::from_utf8(&self.s[from..to]).unwrap_or("")
+        // Callers only slice at ASCII boundaries, so this never comes back
+        // empty; slicing the `str` checks two boundaries instead of
+        // re-validating the bytes (that was 5% of a scrape's CPU).
+        self.text.get(from..to).unwrap_or("")
     }
 
     fn skip_blanks(&mut self) -> usize {
@@ -428,10 +438,7 @@ impl<'a> Parser<'a> {
 
     fn parse_line(&mut self, line: &'a str) -> Result<Option<Entry<'a>>, CErr> {
         let line_trimmed = line.strip_suffix('\r').unwrap_or(line);
-        let mut c = Cursor {
-            s: line_trimmed.as_bytes(),
-            pos: 0,
-        };
+        let mut c = Cursor::new(line_trimmed);
         if self.format == Format::Text {
             c.skip_blanks();
         }

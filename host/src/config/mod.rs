@@ -379,12 +379,10 @@ impl Config {
         if self.remote_write.iter().any(|r| r.azuread.is_some()) {
             out.push("remote_write azuread (Azure AD is not implemented in this build)");
         }
-        if self
-            .remote_write
-            .iter()
-            .any(|r| r.send_exemplars || r.send_native_histograms)
-        {
-            out.push("remote_write send_exemplars/send_native_histograms (Ember stores neither)");
+        if self.remote_write.iter().any(|r| r.send_exemplars) {
+            out.push(
+                "remote_write send_exemplars (exemplars are kept in memory only, not in the WAL the sender reads)",
+            );
         }
         if !self.remote_read.is_empty() {
             out.push("remote_read (remote read is not implemented in this build)");

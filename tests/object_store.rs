@@ -510,7 +510,9 @@ fn unreachable_bucket_keeps_local_data_retries_and_answers_with_a_warning() {
         "{site: a}",
         "    local_retention: 0s\n",
     ));
-    let mut ember = setup.start(&["--web.enable-remote-write-receiver"]);
+    let pg = free_port();
+    let pg_flag = format!("--sql.listen-address=127.0.0.1:{pg}");
+    let mut ember = setup.start(&["--web.enable-remote-write-receiver", &pg_flag]);
     ember.wait_ready();
     let end = START + HOURS * 3600;
     let total = (SERIES as i64 * HOURS * 240) as f64;
@@ -562,12 +564,82 @@ fn unreachable_bucket_keeps_local_data_retries_and_answers_with_a_warning() {
             .any(|w| w.as_str().unwrap().contains("object storage")),
         "{v}"
     );
+    // SQL answers the same way: over HTTP with `warnings`, over the
+    // PostgreSQL protocol with WARNING notices.
+    let distinct_queues = "SELECT count(DISTINCT queue) AS n FROM jobs_total";
+    let v = sql(&ember, distinct_queues);
+    assert_eq!(v["data"]["rows"], serde_json::json!([[1]]), "{v}");
+    let sql_warnings = v["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no SQL warnings: {v}"));
+    assert!(
+        sql_warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("object storage")),
+        "{v}"
+    );
+    let pg_answer = pg_notices(pg, distinct_queues);
+    if let Some(answer) = &pg_answer {
+        assert_eq!(answer["rows"], serde_json::json!([[1]]), "{answer}");
+        let notices = answer["notices"].as_array().unwrap();
+        assert!(
+            notices.iter().any(|n| n[0] == "WARNING"
+                && n[1] == "01000"
+                && n[2].as_str().unwrap().contains("object storage")),
+            "{answer}"
+        );
+    }
+    if require_program("psql", "postgresql-client") {
+        // psql's simple-query protocol prints notices on stderr.
+        let out = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &pg.to_string(), "-U", "ember"])
+            .args(["-d", "ember", "-X", "-A", "-t", "-c", distinct_queues])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+        assert!(
+            stderr.contains("WARNING:") && stderr.contains("object storage"),
+            "{stderr}"
+        );
+    }
 
     // Reachable again: the full answer, no warning.
     proxy.set_up(true);
     let v = query(&ember, "count(count_over_time(jobs_total[5h]))", end + 30);
     assert_eq!(scalar_of(&v), (SERIES + 1) as f64, "{v}");
     assert!(v.get("warnings").is_none(), "{v}");
+    let v = sql(&ember, distinct_queues);
+    assert_eq!(v["data"]["rows"], serde_json::json!([[SERIES + 1]]), "{v}");
+    assert!(v.get("warnings").is_none(), "{v}");
+    if pg_answer.is_some() {
+        let answer = pg_notices(pg, distinct_queues).unwrap();
+        assert_eq!(answer["notices"], serde_json::json!([]), "{answer}");
+    }
+}
+
+/// Runs `q` over the PostgreSQL protocol with psycopg: its rows and the
+/// notices received as `[severity, sqlstate, message]`. None without psycopg.
+fn pg_notices(port: u16, q: &str) -> Option<Value> {
+    if !require_python_module("psycopg") {
+        return None;
+    }
+    let out = python(
+        r#"
+import json, psycopg, sys
+notices = []
+with psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="ember",
+                     dbname="ember", connect_timeout=10) as conn:
+    conn.add_notice_handler(
+        lambda d: notices.append([d.severity, d.sqlstate, d.message_primary]))
+    rows = [list(r) for r in conn.execute(sys.argv[2]).fetchall()]
+print(json.dumps({"rows": rows, "notices": notices}))
+"#,
+        &[&port.to_string(), q],
+    );
+    Some(serde_json::from_str(out.trim()).unwrap())
 }
 
 #[test]

@@ -671,7 +671,11 @@ fn global_view_over_several_uploaders_deduplicates_replicas() {
     }
     assert_eq!(moto.check_visible_blocks().len(), 3);
 
-    // A querier with its own head data and no uploads.
+    // A querier with its own blocks on local disk (4 hours of 3 series,
+    // two blocks), its own head data, and no uploads.
+    const OWN_SERIES: usize = 3;
+    make_blocks(setup.path(), &setup.data_dir(), OWN_SERIES, HOURS, 0);
+    assert_eq!(local_blocks(&setup.data_dir()).len(), 2);
     setup.write_config(&config(
         moto.port,
         "{shard: q, replica: r1}",
@@ -680,11 +684,13 @@ fn global_view_over_several_uploaders_deduplicates_replicas() {
     let mut q = setup.start(&["--web.enable-remote-write-receiver"]);
     q.wait_ready();
     let t = START + 3600;
+    // The head takes only samples newer than the local blocks.
+    let t_head = START + HOURS * 3600 + 30;
     write_series(
         &q,
         &[(
             &[("__name__", "jobs_total"), ("queue", "own")],
-            &[(t * 1000, 42.0)],
+            &[(t_head * 1000, 42.0)],
         )],
     );
     wait_until(
@@ -692,7 +698,13 @@ fn global_view_over_several_uploaders_deduplicates_replicas() {
         "the querier's bucket listing",
         || q.metric("ember_objstore_remote_blocks") == Some(3.0),
     );
-    let v = query(&q, "count by (shard) (jobs_total)", t);
+    // Series with samples in the last 5 hours: the bucket's (first two
+    // hours), the local blocks' (four hours) and the head's.
+    let v = query(
+        &q,
+        "count by (shard) (count_over_time(jobs_total[5h]))",
+        t_head,
+    );
     let mut got: Vec<(String, f64)> = v["data"]["result"]
         .as_array()
         .unwrap()
@@ -705,11 +717,54 @@ fn global_view_over_several_uploaders_deduplicates_replicas() {
         })
         .collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
+    // Shard q: its local blocks' series and the head's.
     assert_eq!(
         got,
-        [("a".into(), 10.0), ("b".into(), 4.0), ("q".into(), 1.0)],
+        [
+            ("a".into(), 10.0),
+            ("b".into(), 4.0),
+            ("q".into(), (OWN_SERIES + 1) as f64)
+        ],
         "{v}"
     );
+    // The querier's own block series carry its external labels (but for
+    // the replica label) and their own values.
+    let v = query(&q, r#"jobs_total{shard="q", queue="q1"}"#, t);
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 1, "{v}");
+    assert!(result[0]["metric"].get("replica").is_none(), "{v}");
+    assert_eq!(scalar_of(&v), value(1, 240), "{v}");
+    // All three sources in one aggregation over time: 2 hours of bucket
+    // data per shard-a and shard-b series (shard a's replicas merged into
+    // one), 4 hours of local blocks per own series, one head sample.
+    let v = query(
+        &q,
+        r#"sum by (shard) (count_over_time(jobs_total[5h]))"#,
+        t_head,
+    );
+    let mut got: Vec<(String, f64)> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["shard"].as_str().unwrap().to_owned(),
+                r["value"][1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got.len(), 3, "{v}");
+    assert_eq!(got[1], ("b".into(), (4 * 480) as f64), "{v}");
+    assert_eq!(
+        got[2],
+        ("q".into(), (OWN_SERIES as i64 * HOURS * 240 + 1) as f64),
+        "{v}"
+    );
+    // Deduplicated: one replica's worth (480 per series, give or take the
+    // sample where the 5 s offset replica runs past the other's last).
+    let a = got[0].1;
+    assert!((10.0 * 480.0..=10.0 * 481.0).contains(&a), "{v}");
     // Replica labels are gone, and a shard's series is one replica's data.
     let v = query(&q, r#"jobs_total{shard="a", queue="q2"}"#, t);
     let result = v["data"]["result"].as_array().unwrap();
@@ -732,7 +787,27 @@ fn global_view_over_several_uploaders_deduplicates_replicas() {
     );
     assert_eq!(
         v["data"]["rows"],
-        serde_json::json!([["a", 10], ["b", 4], ["q", 1]]),
+        serde_json::json!([["a", 10], ["b", 4], ["q", OWN_SERIES + 1]]),
         "{v}"
     );
+    let v = sql(
+        &q,
+        "SELECT shard, queue, count(*) AS n FROM jobs_total \
+         WHERE queue IN ('q1', 'own') GROUP BY shard, queue ORDER BY shard, queue",
+    );
+    let rows = v["data"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{v}");
+    assert_eq!(rows[0][0], "a", "{v}");
+    let n = rows[0][2].as_i64().unwrap();
+    assert!((480..=481).contains(&n), "replicas not merged: {v}");
+    assert_eq!(
+        rows[1..],
+        [
+            serde_json::json!(["b", "q1", 480]),
+            serde_json::json!(["q", "own", 1]),
+            serde_json::json!(["q", "q1", HOURS * 240])
+        ],
+        "{v}"
+    );
+    assert!(v.get("warnings").is_none(), "{v}");
 }

@@ -3,7 +3,9 @@
 //! every sample it stored must arrive unchanged at the receiver, also when
 //! the receiver is down for a while and when Ember is SIGKILLed mid-stream.
 //! A receiver answering 4xx gets its samples dropped and counted; one
-//! answering 5xx gets them retried.
+//! answering 5xx gets them retried. Native histograms arrive with the same
+//! buckets in a Prometheus with native histograms on, only from a remote
+//! with `send_native_histograms: true`.
 
 mod support;
 

@@ -356,6 +356,7 @@ struct ScrapeRun {
     seconds: f64,
     appended: f64,
     received: u64,
+    bytes: u64,
     cpu: f64,
 }
 
@@ -413,11 +414,13 @@ fn run_scrape(a: &Args, sink: &Arc<Sink>, sink_port: u16) {
             let cpu0 = cpu_seconds(child.id());
             let appended0 = metric(port, appended);
             let received0 = sink.samples.load(Ordering::SeqCst);
+            let bytes0 = sink.bytes.load(Ordering::SeqCst);
             let started = Instant::now();
             std::thread::sleep(Duration::from_secs(a.seconds));
             let cpu1 = cpu_seconds(child.id());
             let appended1 = metric(port, appended);
             let received1 = sink.samples.load(Ordering::SeqCst);
+            let bytes1 = sink.bytes.load(Ordering::SeqCst);
             let seconds = started.elapsed().as_secs_f64();
             assert!(child.try_wait().expect("wait").is_none(), "{name} exited");
             stop_server(child);
@@ -427,6 +430,7 @@ fn run_scrape(a: &Args, sink: &Arc<Sink>, sink_port: u16) {
                 seconds,
                 appended: appended1 - appended0,
                 received: received1 - received0,
+                bytes: bytes1 - bytes0,
                 cpu: cpu1 - cpu0,
             };
             println!(
@@ -438,9 +442,9 @@ fn run_scrape(a: &Args, sink: &Arc<Sink>, sink_port: u16) {
     }
     println!();
     println!(
-        "| server | remote_write | appended/s | received by sink/s | CPU s | CPU s per million appended | sender CPU s per million |"
+        "| server | remote_write | appended/s | received by sink/s | bytes/sample sent | CPU s | CPU s per million appended | sender CPU s per million |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &runs {
         let sender = if r.remote_write {
             runs.iter()
@@ -451,8 +455,13 @@ fn run_scrape(a: &Args, sink: &Arc<Sink>, sink_port: u16) {
         } else {
             "-".to_owned()
         };
+        let bytes = if r.received > 0 {
+            format!("{:.2}", r.bytes as f64 / r.received as f64)
+        } else {
+            "-".to_owned()
+        };
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.3} | {sender} |",
+            "| {} | {} | {:.0} | {:.0} | {bytes} | {:.2} | {:.3} | {sender} |",
             r.name,
             if r.remote_write { "yes" } else { "no" },
             r.appended / r.seconds,

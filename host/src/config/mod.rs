@@ -515,6 +515,21 @@ mod tests {
     }
 
     #[test]
+    fn only_send_exemplars_is_reported_as_not_acted_on() {
+        let c = parse("remote_write:\n- url: http://a/write\n  send_native_histograms: true\n")
+            .unwrap();
+        assert!(
+            c.not_yet_acted_on().is_empty(),
+            "{:?}",
+            c.not_yet_acted_on()
+        );
+        let c = parse("remote_write:\n- url: http://a/write\n  send_exemplars: true\n").unwrap();
+        let said = c.not_yet_acted_on();
+        assert_eq!(said.len(), 1);
+        assert!(said[0].contains("not in the WAL"), "{said:?}");
+    }
+
+    #[test]
     fn jobs_inherit_global() {
         let c = parse(
             "global: {scrape_interval: 5s}\nscrape_configs:\n- job_name: a\n- job_name: b\n  scrape_interval: 30s\n",

@@ -510,7 +510,9 @@ fn unreachable_bucket_keeps_local_data_retries_and_answers_with_a_warning() {
         "{site: a}",
         "    local_retention: 0s\n",
     ));
-    let mut ember = setup.start(&["--web.enable-remote-write-receiver"]);
+    let pg = free_port();
+    let pg_flag = format!("--sql.listen-address=127.0.0.1:{pg}");
+    let mut ember = setup.start(&["--web.enable-remote-write-receiver", &pg_flag]);
     ember.wait_ready();
     let end = START + HOURS * 3600;
     let total = (SERIES as i64 * HOURS * 240) as f64;
@@ -562,12 +564,82 @@ fn unreachable_bucket_keeps_local_data_retries_and_answers_with_a_warning() {
             .any(|w| w.as_str().unwrap().contains("object storage")),
         "{v}"
     );
+    // SQL answers the same way: over HTTP with `warnings`, over the
+    // PostgreSQL protocol with WARNING notices.
+    let distinct_queues = "SELECT count(DISTINCT queue) AS n FROM jobs_total";
+    let v = sql(&ember, distinct_queues);
+    assert_eq!(v["data"]["rows"], serde_json::json!([[1]]), "{v}");
+    let sql_warnings = v["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no SQL warnings: {v}"));
+    assert!(
+        sql_warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("object storage")),
+        "{v}"
+    );
+    let pg_answer = pg_notices(pg, distinct_queues);
+    if let Some(answer) = &pg_answer {
+        assert_eq!(answer["rows"], serde_json::json!([[1]]), "{answer}");
+        let notices = answer["notices"].as_array().unwrap();
+        assert!(
+            notices.iter().any(|n| n[0] == "WARNING"
+                && n[1] == "01000"
+                && n[2].as_str().unwrap().contains("object storage")),
+            "{answer}"
+        );
+    }
+    if require_program("psql", "postgresql-client") {
+        // psql's simple-query protocol prints notices on stderr.
+        let out = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &pg.to_string(), "-U", "ember"])
+            .args(["-d", "ember", "-X", "-A", "-t", "-c", distinct_queues])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+        assert!(
+            stderr.contains("WARNING:") && stderr.contains("object storage"),
+            "{stderr}"
+        );
+    }
 
     // Reachable again: the full answer, no warning.
     proxy.set_up(true);
     let v = query(&ember, "count(count_over_time(jobs_total[5h]))", end + 30);
     assert_eq!(scalar_of(&v), (SERIES + 1) as f64, "{v}");
     assert!(v.get("warnings").is_none(), "{v}");
+    let v = sql(&ember, distinct_queues);
+    assert_eq!(v["data"]["rows"], serde_json::json!([[SERIES + 1]]), "{v}");
+    assert!(v.get("warnings").is_none(), "{v}");
+    if pg_answer.is_some() {
+        let answer = pg_notices(pg, distinct_queues).unwrap();
+        assert_eq!(answer["notices"], serde_json::json!([]), "{answer}");
+    }
+}
+
+/// Runs `q` over the PostgreSQL protocol with psycopg: its rows and the
+/// notices received as `[severity, sqlstate, message]`. None without psycopg.
+fn pg_notices(port: u16, q: &str) -> Option<Value> {
+    if !require_python_module("psycopg") {
+        return None;
+    }
+    let out = python(
+        r#"
+import json, psycopg, sys
+notices = []
+with psycopg.connect(host="127.0.0.1", port=int(sys.argv[1]), user="ember",
+                     dbname="ember", connect_timeout=10) as conn:
+    conn.add_notice_handler(
+        lambda d: notices.append([d.severity, d.sqlstate, d.message_primary]))
+    rows = [list(r) for r in conn.execute(sys.argv[2]).fetchall()]
+print(json.dumps({"rows": rows, "notices": notices}))
+"#,
+        &[&port.to_string(), q],
+    );
+    Some(serde_json::from_str(out.trim()).unwrap())
 }
 
 #[test]
@@ -599,7 +671,11 @@ fn global_view_over_several_uploaders_deduplicates_replicas() {
     }
     assert_eq!(moto.check_visible_blocks().len(), 3);
 
-    // A querier with its own head data and no uploads.
+    // A querier with its own blocks on local disk (4 hours of 3 series,
+    // two blocks), its own head data, and no uploads.
+    const OWN_SERIES: usize = 3;
+    make_blocks(setup.path(), &setup.data_dir(), OWN_SERIES, HOURS, 0);
+    assert_eq!(local_blocks(&setup.data_dir()).len(), 2);
     setup.write_config(&config(
         moto.port,
         "{shard: q, replica: r1}",
@@ -608,11 +684,13 @@ fn global_view_over_several_uploaders_deduplicates_replicas() {
     let mut q = setup.start(&["--web.enable-remote-write-receiver"]);
     q.wait_ready();
     let t = START + 3600;
+    // The head takes only samples newer than the local blocks.
+    let t_head = START + HOURS * 3600 + 30;
     write_series(
         &q,
         &[(
             &[("__name__", "jobs_total"), ("queue", "own")],
-            &[(t * 1000, 42.0)],
+            &[(t_head * 1000, 42.0)],
         )],
     );
     wait_until(
@@ -620,7 +698,13 @@ fn global_view_over_several_uploaders_deduplicates_replicas() {
         "the querier's bucket listing",
         || q.metric("ember_objstore_remote_blocks") == Some(3.0),
     );
-    let v = query(&q, "count by (shard) (jobs_total)", t);
+    // Series with samples in the last 5 hours: the bucket's (first two
+    // hours), the local blocks' (four hours) and the head's.
+    let v = query(
+        &q,
+        "count by (shard) (count_over_time(jobs_total[5h]))",
+        t_head,
+    );
     let mut got: Vec<(String, f64)> = v["data"]["result"]
         .as_array()
         .unwrap()
@@ -633,11 +717,54 @@ fn global_view_over_several_uploaders_deduplicates_replicas() {
         })
         .collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
+    // Shard q: its local blocks' series and the head's.
     assert_eq!(
         got,
-        [("a".into(), 10.0), ("b".into(), 4.0), ("q".into(), 1.0)],
+        [
+            ("a".into(), 10.0),
+            ("b".into(), 4.0),
+            ("q".into(), (OWN_SERIES + 1) as f64)
+        ],
         "{v}"
     );
+    // The querier's own block series carry its external labels (but for
+    // the replica label) and their own values.
+    let v = query(&q, r#"jobs_total{shard="q", queue="q1"}"#, t);
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 1, "{v}");
+    assert!(result[0]["metric"].get("replica").is_none(), "{v}");
+    assert_eq!(scalar_of(&v), value(1, 240), "{v}");
+    // All three sources in one aggregation over time: 2 hours of bucket
+    // data per shard-a and shard-b series (shard a's replicas merged into
+    // one), 4 hours of local blocks per own series, one head sample.
+    let v = query(
+        &q,
+        r#"sum by (shard) (count_over_time(jobs_total[5h]))"#,
+        t_head,
+    );
+    let mut got: Vec<(String, f64)> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["shard"].as_str().unwrap().to_owned(),
+                r["value"][1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got.len(), 3, "{v}");
+    assert_eq!(got[1], ("b".into(), (4 * 480) as f64), "{v}");
+    assert_eq!(
+        got[2],
+        ("q".into(), (OWN_SERIES as i64 * HOURS * 240 + 1) as f64),
+        "{v}"
+    );
+    // Deduplicated: one replica's worth (480 per series, give or take the
+    // sample where the 5 s offset replica runs past the other's last).
+    let a = got[0].1;
+    assert!((10.0 * 480.0..=10.0 * 481.0).contains(&a), "{v}");
     // Replica labels are gone, and a shard's series is one replica's data.
     let v = query(&q, r#"jobs_total{shard="a", queue="q2"}"#, t);
     let result = v["data"]["result"].as_array().unwrap();
@@ -660,7 +787,27 @@ fn global_view_over_several_uploaders_deduplicates_replicas() {
     );
     assert_eq!(
         v["data"]["rows"],
-        serde_json::json!([["a", 10], ["b", 4], ["q", 1]]),
+        serde_json::json!([["a", 10], ["b", 4], ["q", OWN_SERIES + 1]]),
         "{v}"
     );
+    let v = sql(
+        &q,
+        "SELECT shard, queue, count(*) AS n FROM jobs_total \
+         WHERE queue IN ('q1', 'own') GROUP BY shard, queue ORDER BY shard, queue",
+    );
+    let rows = v["data"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{v}");
+    assert_eq!(rows[0][0], "a", "{v}");
+    let n = rows[0][2].as_i64().unwrap();
+    assert!((480..=481).contains(&n), "replicas not merged: {v}");
+    assert_eq!(
+        rows[1..],
+        [
+            serde_json::json!(["b", "q1", 480]),
+            serde_json::json!(["q", "own", 1]),
+            serde_json::json!(["q", "q1", HOURS * 240])
+        ],
+        "{v}"
+    );
+    assert!(v.get("warnings").is_none(), "{v}");
 }

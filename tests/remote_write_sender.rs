@@ -3,7 +3,9 @@
 //! every sample it stored must arrive unchanged at the receiver, also when
 //! the receiver is down for a while and when Ember is SIGKILLed mid-stream.
 //! A receiver answering 4xx gets its samples dropped and counted; one
-//! answering 5xx gets them retried.
+//! answering 5xx gets them retried. Native histograms arrive with the same
+//! buckets in a Prometheus with native histograms on, only from a remote
+//! with `send_native_histograms: true`.
 
 mod support;
 
@@ -335,5 +337,205 @@ fn client_errors_are_dropped_and_server_errors_retried() {
     assert!(
         logs.contains("Non-recoverable error sending samples"),
         "{logs}"
+    );
+}
+
+/// An integer histogram (schema 0, whose bucket bounds are powers of two
+/// and print the same everywhere) at `t_ms`: three positive buckets, a
+/// negative one and a zero bucket growing with `n`, delta-encoded.
+fn int_histogram(t_ms: i64, n: u64) -> ember::remote::proto::Histogram {
+    use ember::remote::proto;
+    proto::Histogram {
+        count: Some(proto::HistogramCount::CountInt(9 * n)),
+        sum: n as f64 * 9.25,
+        schema: 0,
+        zero_threshold: 0.001,
+        zero_count: Some(proto::HistogramZeroCount::ZeroCountInt(n)),
+        positive_spans: vec![
+            proto::BucketSpan {
+                offset: 0,
+                length: 2,
+            },
+            proto::BucketSpan {
+                offset: 3,
+                length: 1,
+            },
+        ],
+        // Absolute 3n, 2n, n.
+        positive_deltas: vec![3 * n as i64, -(n as i64), -(n as i64)],
+        negative_spans: vec![proto::BucketSpan {
+            offset: -1,
+            length: 1,
+        }],
+        negative_deltas: vec![2 * n as i64],
+        reset_hint: 0,
+        timestamp: t_ms,
+        ..Default::default()
+    }
+}
+
+/// The matrix `q` selects at `t_ms` (an instant query of a range
+/// selector), by series without `drop_label`, as JSON.
+fn matrix(base: &str, q: &str, t_ms: i64, drop_label: &str) -> BTreeMap<String, serde_json::Value> {
+    let url = format!(
+        "{base}/api/v1/query?query={}&time={}.{:03}",
+        enc(q),
+        t_ms / 1000,
+        t_ms % 1000
+    );
+    let (status, v) = get_json(&url);
+    assert_eq!(status, 200, "{v}");
+    let mut out = BTreeMap::new();
+    for s in v["data"]["result"].as_array().cloned().unwrap_or_default() {
+        let mut metric: BTreeMap<String, String> =
+            serde_json::from_value(s["metric"].clone()).unwrap();
+        metric.remove(drop_label);
+        let mut points = s.clone();
+        points.as_object_mut().unwrap().remove("metric");
+        out.insert(format!("{metric:?}"), points);
+    }
+    out
+}
+
+/// Native histograms pushed into Ember arrive in Prometheus 2.42 (started
+/// with native histograms on) with the same buckets through the remote
+/// that has `send_native_histograms: true`; the remote without it gets
+/// the float samples only, as from Prometheus.
+#[test]
+fn native_histograms_are_sent_only_when_asked_for() {
+    use ember::remote::proto::{self, TimeSeries, WriteRequest, encode_request};
+    if !require_program("prometheus", "prometheus") {
+        return;
+    }
+    let setup = Setup::new();
+    let receiver_dir = setup.path().join("receiver");
+    std::fs::create_dir_all(&receiver_dir).unwrap();
+    let receiver = Prometheus::start_with(
+        &receiver_dir,
+        receiver_config(),
+        &[
+            "--web.enable-remote-write-receiver",
+            "--enable-feature=native-histograms",
+        ],
+    );
+    let remote = receiver.url("/api/v1/write");
+    // Both remotes point at the one receiver; each adds `via` to tell
+    // what came through which.
+    setup.write_config(&format!(
+        "global:\n  scrape_interval: 1h\n\
+         remote_write:\n\
+         - url: {remote}\n  name: hist\n  send_native_histograms: true\n\
+         \x20 queue_config: {{batch_send_deadline: 200ms, min_backoff: 50ms}}\n\
+         \x20 metadata_config: {{send: false}}\n\
+         \x20 write_relabel_configs: [{{target_label: via, replacement: hist}}]\n\
+         - url: {remote}\n  name: plain\n\
+         \x20 queue_config: {{batch_send_deadline: 200ms, min_backoff: 50ms}}\n\
+         \x20 metadata_config: {{send: false}}\n\
+         \x20 write_relabel_configs: [{{target_label: via, replacement: plain}}]\n"
+    ));
+    let mut ember = setup.start(&["--web.enable-remote-write-receiver"]);
+    ember.wait_ready();
+    // The queues start at the end of the WAL: give them a moment.
+    std::thread::sleep(Duration::from_secs(1));
+    let now = now_ms() - 60_000;
+    let label = |n: &str, v: &str| proto::Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let req = WriteRequest {
+        timeseries: vec![
+            TimeSeries {
+                labels: vec![label("__name__", "rw_hist_seconds"), label("job", "api")],
+                histograms: (0..6)
+                    .map(|i| int_histogram(now + i * 10_000, 1 + i as u64))
+                    .collect(),
+                ..TimeSeries::default()
+            },
+            TimeSeries {
+                labels: vec![label("__name__", "rw_float"), label("job", "api")],
+                samples: (0..6)
+                    .map(|i| proto::Sample {
+                        value: i as f64 * 0.5,
+                        timestamp: now + i * 10_000,
+                    })
+                    .collect(),
+                ..TimeSeries::default()
+            },
+        ],
+        metadata: vec![],
+    };
+    let r = post_remote_write(&ember.url("/api/v1/write"), &encode_request(&req)).unwrap();
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    let end = now + 60_000;
+    let want = matrix(&ember.url(""), "{job=\"api\"}[5m]", end, "via");
+    assert_eq!(want.len(), 2, "{want:?}");
+    let hist_key = want
+        .keys()
+        .find(|k| k.contains("rw_hist_seconds"))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        want[&hist_key]["histograms"].as_array().map(Vec::len),
+        Some(6),
+        "{want:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let via_hist = matrix(
+            &receiver.url(""),
+            "{job=\"api\",via=\"hist\"}[5m]",
+            end,
+            "via",
+        );
+        let via_plain = matrix(
+            &receiver.url(""),
+            "{job=\"api\",via=\"plain\"}[5m]",
+            end,
+            "via",
+        );
+        if via_hist == want && via_plain.len() == 1 {
+            // Same series, same timestamps, same buckets, counts and sums.
+            assert!(
+                via_plain.keys().all(|k| k.contains("rw_float")),
+                "{via_plain:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ember:\n{}\nreceiver via hist:\n{}\nvia plain:\n{via_plain:?}\n{}\n{}",
+            serde_json::to_string(&want).unwrap(),
+            serde_json::to_string(&via_hist).unwrap(),
+            ember.logs(),
+            receiver.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let per_remote = |name: &str, remote: &str| -> f64 {
+        let body = get(&ember.url("/metrics")).unwrap().body;
+        body.lines()
+            .find(|l| l.starts_with(&format!("{name}{{remote_name=\"{remote}\"")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        per_remote("ember_remote_storage_histograms_total", "hist"),
+        6.0
+    );
+    assert_eq!(
+        per_remote("ember_remote_storage_histograms_total", "plain"),
+        0.0
+    );
+    assert_eq!(
+        per_remote("ember_remote_storage_samples_total", "plain"),
+        6.0
+    );
+    // send_native_histograms no longer draws the "not acted on" warning.
+    assert!(
+        !ember.logs().contains("send_native_histograms"),
+        "{}",
+        ember.logs()
     );
 }

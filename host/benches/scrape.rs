@@ -13,11 +13,13 @@
 //!   (`*_tsdb_head_samples_appended_total`), from /proc/<pid>/stat;
 //! - resident memory at the end.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use common::{free_port, scrape_config, start_targets};
 
 struct Args {
     targets: usize,
@@ -48,79 +50,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-/// Serves every target's exposition from one port.
-fn start_targets(targets: usize, series: usize) -> u16 {
-    let port = free_port();
-    let prefixes: Arc<Vec<Vec<String>>> = Arc::new(
-        (0..targets)
-            .map(|t| {
-                (0..series)
-                    .map(|s| format!("bench_series_{}{{target=\"t{t}\",series=\"{s}\"}} ", s % 50))
-                    .collect()
-            })
-            .collect(),
-    );
-    let scrapes: Arc<Vec<AtomicU64>> = Arc::new((0..targets).map(|_| AtomicU64::new(0)).collect());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(
-                    move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
-                        let (prefixes, scrapes) = (prefixes.clone(), scrapes.clone());
-                        async move {
-                            let t: usize = q
-                                .get("target")
-                                .and_then(|v| v.trim_start_matches('t').parse().ok())
-                                .unwrap_or(0)
-                                % prefixes.len();
-                            let n = scrapes[t].fetch_add(1, Ordering::Relaxed);
-                            let mut body = String::with_capacity(prefixes[t].len() * 48);
-                            for (s, p) in prefixes[t].iter().enumerate() {
-                                body.push_str(p);
-                                body.push_str(&(n * (s as u64 % 7 + 1)).to_string());
-                                body.push('\n');
-                            }
-                            (
-                                [(
-                                    axum::http::header::CONTENT_TYPE,
-                                    "text/plain; version=0.0.4",
-                                )],
-                                body,
-                            )
-                        }
-                    },
-                ),
-            );
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .expect("bind targets");
-            axum::serve(listener, app).await.expect("serve targets");
-        });
-    });
-    port
-}
-
-fn config(targets: usize, port: u16) -> String {
-    let list: Vec<String> = (0..targets).map(|t| format!("'t{t}'")).collect();
-    format!(
-        "global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - targets: [{}]\n    relabel_configs:\n      - {{source_labels: [__address__], target_label: __param_target}}\n      - {{source_labels: [__param_target], target_label: instance}}\n      - {{target_label: __address__, replacement: '127.0.0.1:{port}'}}\n",
-        list.join(", ")
-    )
 }
 
 fn proc_stat(pid: u32) -> (f64, u64) {
@@ -207,7 +136,7 @@ fn main() {
         let dir = a.dir.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         let port = free_port();
-        let mut child = start(name, &dir, &config(a.targets, targets_port), port);
+        let mut child = start(name, &dir, &scrape_config(a.targets, targets_port), port);
         // Warm up: one full round of scrapes (series creation) before measuring.
         let warm = Instant::now();
         while metric(port, counter) < (a.targets * a.series) as f64 {

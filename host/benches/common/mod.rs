@@ -133,3 +133,85 @@ pub fn send_round(payloads: &Arc<Vec<Vec<u8>>>, url: &str, senders: usize) {
         t.join().expect("sender");
     }
 }
+
+/// Serves N loopback scrape targets from one port (`/metrics?target=tI`),
+/// each with M series whose values change on every scrape. Returns the port.
+pub fn start_targets(targets: usize, series: usize) -> u16 {
+    use std::sync::atomic::AtomicU64;
+    let port = free_port();
+    let prefixes: Arc<Vec<Vec<String>>> = Arc::new(
+        (0..targets)
+            .map(|t| {
+                (0..series)
+                    .map(|s| format!("bench_series_{}{{target=\"t{t}\",series=\"{s}\"}} ", s % 50))
+                    .collect()
+            })
+            .collect(),
+    );
+    let scrapes: Arc<Vec<AtomicU64>> = Arc::new((0..targets).map(|_| AtomicU64::new(0)).collect());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(
+                    move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
+                        let (prefixes, scrapes) = (prefixes.clone(), scrapes.clone());
+                        async move {
+                            let t: usize = q
+                                .get("target")
+                                .and_then(|v| v.trim_start_matches('t').parse().ok())
+                                .unwrap_or(0)
+                                % prefixes.len();
+                            let n = scrapes[t].fetch_add(1, Ordering::Relaxed);
+                            let mut body = String::with_capacity(prefixes[t].len() * 48);
+                            for (s, p) in prefixes[t].iter().enumerate() {
+                                body.push_str(p);
+                                body.push_str(&(n * (s as u64 % 7 + 1)).to_string());
+                                body.push('\n');
+                            }
+                            (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    "text/plain; version=0.0.4",
+                                )],
+                                body,
+                            )
+                        }
+                    },
+                ),
+            );
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind targets");
+            axum::serve(listener, app).await.expect("serve targets");
+        });
+    });
+    port
+}
+
+/// A `prometheus.yml` scraping the N targets of [`start_targets`] every
+/// 15 s: a blackbox-style relabeling turns N target names into N URLs on
+/// one port.
+pub fn scrape_config(targets: usize, port: u16) -> String {
+    let list: Vec<String> = (0..targets).map(|t| format!("'t{t}'")).collect();
+    format!(
+        "global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - targets: [{}]\n    relabel_configs:\n      - {{source_labels: [__address__], target_label: __param_target}}\n      - {{source_labels: [__param_target], target_label: instance}}\n      - {{target_label: __address__, replacement: '127.0.0.1:{port}'}}\n",
+        list.join(", ")
+    )
+}
+
+/// CPU seconds (user + system) the process has used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        / ticks
+}

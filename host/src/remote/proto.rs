@@ -108,7 +108,70 @@ pub struct BucketSpan {
     pub length: u32,
 }
 
+/// Counts up to 2^53 are exact in an `f64`.
+const MAX_EXACT_COUNT: f64 = 9_007_199_254_740_992.0;
+
+fn is_whole_count(v: f64) -> bool {
+    (0.0..=MAX_EXACT_COUNT).contains(&v) && v.fract() == 0.0
+}
+
 impl Histogram {
+    /// A stored histogram as a remote-write sender sends it at `t_ms`.
+    /// Ember keeps every histogram with float counts, so whether it was
+    /// an integer histogram is recovered from the counts: whole counts go
+    /// out as an integer histogram (delta-encoded buckets, what a
+    /// Prometheus scraping the same exporter sends, and the only kind
+    /// Prometheus 2.x receivers decode), anything else as a float one.
+    pub fn from_float(h: &crate::model::FloatHistogram, t_ms: i64) -> Histogram {
+        let spans = |v: &[crate::model::histogram::Span]| {
+            v.iter()
+                .map(|s| BucketSpan {
+                    offset: s.offset,
+                    length: s.length,
+                })
+                .collect()
+        };
+        let whole = is_whole_count(h.count)
+            && is_whole_count(h.zero_count)
+            && h.positive_buckets.iter().all(|c| is_whole_count(*c))
+            && h.negative_buckets.iter().all(|c| is_whole_count(*c));
+        let deltas = |buckets: &[f64]| {
+            let mut prev = 0i64;
+            buckets
+                .iter()
+                .map(|c| {
+                    let v = *c as i64;
+                    let d = v - prev;
+                    prev = v;
+                    d
+                })
+                .collect()
+        };
+        let mut out = Histogram {
+            sum: h.sum,
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            negative_spans: spans(&h.negative_spans),
+            positive_spans: spans(&h.positive_spans),
+            reset_hint: i32::from(h.counter_reset_hint.as_u8()),
+            timestamp: t_ms,
+            custom_values: h.custom_values.clone(),
+            ..Default::default()
+        };
+        if whole {
+            out.count = Some(HistogramCount::CountInt(h.count as u64));
+            out.zero_count = Some(HistogramZeroCount::ZeroCountInt(h.zero_count as u64));
+            out.positive_deltas = deltas(&h.positive_buckets);
+            out.negative_deltas = deltas(&h.negative_buckets);
+        } else {
+            out.count = Some(HistogramCount::CountFloat(h.count));
+            out.zero_count = Some(HistogramZeroCount::ZeroCountFloat(h.zero_count));
+            out.positive_counts = h.positive_buckets.clone();
+            out.negative_counts = h.negative_buckets.clone();
+        }
+        out
+    }
+
     /// The histogram as Ember stores it: integer counts become floats
     /// (exact up to 2^53), delta-encoded buckets become absolute counts.
     pub fn to_float(&self) -> Result<crate::model::FloatHistogram, String> {

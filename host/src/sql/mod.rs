@@ -195,6 +195,31 @@ fn position_of(err: &DataFusionError) -> Option<Position> {
 pub struct SqlOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
+    /// What the answer lacks (a block in object storage that could not be
+    /// read): the `warnings` of the PromQL API.
+    pub warnings: Vec<String>,
+}
+
+/// Warnings a query's scans report while it runs, reached through the
+/// session config (`TaskContext::session_config`), since DataFusion's
+/// operators have no other channel back to the caller.
+#[derive(Debug, Default)]
+pub struct QueryWarnings(parking_lot::Mutex<Vec<String>>);
+
+impl QueryWarnings {
+    /// Adds `warnings`, each once.
+    pub fn extend(&self, warnings: Vec<String>) {
+        let mut all = self.0.lock();
+        for w in warnings {
+            if !all.contains(&w) {
+                all.push(w);
+            }
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock())
+    }
 }
 
 impl SqlOutput {
@@ -239,7 +264,8 @@ impl SqlEngine {
             .with_information_schema(true)
             .with_default_catalog_and_schema("ember", "public")
             .with_create_default_catalog_and_schema(true)
-            .with_target_partitions(2);
+            .with_target_partitions(2)
+            .with_extension(Arc::new(QueryWarnings::default()));
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let catalog = ctx
             .catalog("ember")
@@ -364,7 +390,17 @@ impl SqlEngine {
             }
             batches.push(batch);
         }
-        Ok(SqlOutput { schema, batches })
+        let warnings = ctx
+            .state()
+            .config()
+            .get_extension::<QueryWarnings>()
+            .map(|w| w.take())
+            .unwrap_or_default();
+        Ok(SqlOutput {
+            schema,
+            batches,
+            warnings,
+        })
     }
 
     /// The result schema of a statement and the types DataFusion infers

@@ -29,6 +29,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::temporal_conversions::date32_to_datetime;
 use datafusion::common::ScalarValue;
+use futures::SinkExt;
 use futures::sink::Sink;
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -45,6 +46,7 @@ use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
+use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -473,32 +475,53 @@ impl Backend {
             .ok_or_else(|| user_error("57P03", "Ember is starting up"))
     }
 
-    async fn run(
+    /// Runs one statement; its warnings (remote blocks left out) go to
+    /// the client first, as `NoticeResponse`s of severity WARNING.
+    async fn run<C>(
         &self,
+        client: &mut C,
         sql: &str,
         params: Option<Vec<ScalarValue>>,
         format: &Format,
-    ) -> PgWireResult<Response> {
+    ) -> PgWireResult<Response>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         if let Some(s) = special(sql) {
             return Ok(special_response(s));
         }
         if is_blank(sql) {
             return Ok(Response::EmptyQuery);
         }
-        let out = self
+        let mut out = self
             .engine()?
             .query(sql, params)
             .await
             .map_err(|e| sql_error(&e, sql))?;
+        for w in std::mem::take(&mut out.warnings) {
+            client
+                .send(PgWireBackendMessage::NoticeResponse(warning_notice(w)))
+                .await?;
+        }
         to_response(out, format)
     }
 }
 
+/// A notice of severity WARNING with SQLSTATE 01000 (`warning`).
+fn warning_notice(message: String) -> NoticeResponse {
+    let mut info = ErrorInfo::new("WARNING".to_owned(), "01000".to_owned(), message);
+    info.severity_nonlocalized = Some("WARNING".to_owned());
+    info.into()
+}
+
 #[async_trait]
 impl SimpleQueryHandler for Backend {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if query.trim().trim_matches(';').trim().is_empty() {
             return Ok(vec![Response::EmptyQuery]);
@@ -509,7 +532,7 @@ impl SimpleQueryHandler for Backend {
         }
         let mut out = Vec::with_capacity(statements.len());
         for sql in statements {
-            out.push(self.run(&sql, None, &Format::UnifiedText).await?);
+            out.push(self.run(client, &sql, None, &Format::UnifiedText).await?);
         }
         Ok(out)
     }
@@ -526,17 +549,20 @@ impl ExtendedQueryHandler for Backend {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<String>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let sql = &portal.statement.statement;
         let params = decode_params(portal)?;
         let params = (!params.is_empty()).then_some(params);
-        self.run(sql, params, &portal.result_column_format).await
+        self.run(client, sql, params, &portal.result_column_format)
+            .await
     }
 
     async fn do_describe_statement<C>(

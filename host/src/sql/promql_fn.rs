@@ -116,6 +116,15 @@ impl TableFunctionImpl for PromqlFunction {
             })
         }?
         .map_err(|e| DataFusionError::Plan(format!("{name}: {e}")))?;
+        // The PromQL query's warnings (remote blocks left out, annotations)
+        // become the SQL query's.
+        if let Some(w) = args
+            .session()
+            .config()
+            .get_extension::<super::QueryWarnings>()
+        {
+            w.extend(result.warnings.clone());
+        }
         Ok(Arc::new(to_table(result.value)?))
     }
 }

@@ -26,6 +26,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use super::QueryWarnings;
 use super::pushdown::{ColumnMap, Pushdown, classify};
 use crate::model::{Labels, MatchOp, Matcher};
 use crate::storage::{SeriesInfo, SeriesSamples, Storage};
@@ -411,6 +412,7 @@ impl ExecutionPlan for StorageScanExec {
         };
         let limit = self.limit.unwrap_or(usize::MAX);
         let pool = ctx.memory_pool().clone();
+        let report = ctx.session_config().get_extension::<QueryWarnings>();
         let fut = async move {
             let rows = tokio::task::spawn_blocking(move || -> DfResult<Rows> {
                 let Pushdown {
@@ -418,13 +420,27 @@ impl ExecutionPlan for StorageScanExec {
                     mint,
                     maxt,
                 } = pushdown;
-                match kind {
+                // Remote blocks that cannot be read are left out and named
+                // in the query's warnings, as PromQL does.
+                let mut warnings = Vec::new();
+                let rows = match kind {
                     Kind::Samples => storage
-                        .select(&matchers, mint, maxt)
+                        .select_reporting(&matchers, mint, maxt, &mut warnings)
                         .map(Rows::Samples)
                         .map_err(|e| DataFusionError::External(Box::new(e))),
-                    Kind::Series => Ok(Rows::Series(storage.series_info(&matchers))),
+                    Kind::Series => Ok(Rows::Series(
+                        storage.series_info_reporting(&matchers, &mut warnings),
+                    )),
+                };
+                match &report {
+                    Some(r) => r.extend(warnings),
+                    None => {
+                        for w in warnings {
+                            tracing::warn!(warning = %w, "SQL query answered without some remote data");
+                        }
+                    }
                 }
+                rows
             })
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))??;

@@ -480,6 +480,21 @@ impl Storage {
     /// so this is cheap; deletions (tombstones) are not subtracted, so the
     /// times are bounds of what [`Storage::select`] returns.
     pub fn series_info(&self, matchers: &[Matcher]) -> Vec<SeriesInfo> {
+        let mut warnings = Vec::new();
+        let out = self.series_info_reporting(matchers, &mut warnings);
+        for w in warnings {
+            tracing::warn!(warning = %w, "Series listed without some remote data");
+        }
+        out
+    }
+
+    /// [`Storage::series_info`], naming remote blocks that could not be
+    /// read in `warnings` (see [`Storage::select_reporting`]).
+    pub fn series_info_reporting(
+        &self,
+        matchers: &[Matcher],
+        warnings: &mut Vec<String>,
+    ) -> Vec<SeriesInfo> {
         let mut merged: std::collections::BTreeMap<crate::model::Labels, (i64, i64)> =
             std::collections::BTreeMap::new();
         let mut add = |infos: Vec<SeriesInfo>| {
@@ -496,10 +511,7 @@ impl Storage {
         match self.bucket.get() {
             // Remote blocks and added labels: the full read path decides.
             Some(os) if os.settings.global_view || !os.remote_blocks().is_empty() => {
-                let mut warnings = Vec::new();
-                if let Ok(series) =
-                    self.select_reporting(matchers, i64::MIN, i64::MAX, &mut warnings)
-                {
+                if let Ok(series) = self.select_reporting(matchers, i64::MIN, i64::MAX, warnings) {
                     add(series
                         .into_iter()
                         .filter_map(|s| {

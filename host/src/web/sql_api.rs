@@ -228,7 +228,11 @@ fn json_answer(out: &SqlOutput) -> Response {
             ));
         }
     }
-    super::api::success(serde_json::json!({ "columns": columns, "rows": rows }))
+    // Remote blocks left out, as in the PromQL API's `warnings`.
+    super::api::success_with_warnings(
+        serde_json::json!({ "columns": columns, "rows": rows }),
+        &out.warnings,
+    )
 }
 
 fn csv_answer(out: &SqlOutput) -> Response {

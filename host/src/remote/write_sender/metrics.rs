@@ -13,6 +13,7 @@ use prometheus::{
 pub struct SenderMetrics {
     samples_in: IntCounterVec,
     samples_sent: IntCounterVec,
+    histograms_sent: IntCounterVec,
     samples_failed: IntCounterVec,
     samples_retried: IntCounterVec,
     samples_dropped: IntCounterVec,
@@ -50,6 +51,10 @@ impl SenderMetrics {
             samples_sent: counter(
                 "ember_remote_storage_samples_total",
                 "Samples sent to the remote and accepted by it.",
+            )?,
+            histograms_sent: counter(
+                "ember_remote_storage_histograms_total",
+                "Native histogram samples sent to the remote and accepted by it (send_native_histograms); also counted in ember_remote_storage_samples_total.",
             )?,
             samples_failed: counter(
                 "ember_remote_storage_samples_failed_total",
@@ -141,6 +146,7 @@ impl SenderMetrics {
         if let Some(r) = registry {
             r.register(Box::new(m.samples_in.clone()))?;
             r.register(Box::new(m.samples_sent.clone()))?;
+            r.register(Box::new(m.histograms_sent.clone()))?;
             r.register(Box::new(m.samples_failed.clone()))?;
             r.register(Box::new(m.samples_retried.clone()))?;
             r.register(Box::new(m.samples_dropped.clone()))?;
@@ -171,6 +177,7 @@ impl SenderMetrics {
         QueueMetrics {
             samples_in: self.samples_in.with_label_values(&l),
             samples_sent: self.samples_sent.with_label_values(&l),
+            histograms_sent: self.histograms_sent.with_label_values(&l),
             samples_failed: self.samples_failed.with_label_values(&l),
             samples_retried: self.samples_retried.with_label_values(&l),
             samples_dropped: self.samples_dropped.with_label_values(&l),
@@ -200,6 +207,7 @@ impl SenderMetrics {
 pub struct QueueMetrics {
     pub samples_in: IntCounter,
     pub samples_sent: IntCounter,
+    pub histograms_sent: IntCounter,
     pub samples_failed: IntCounter,
     pub samples_retried: IntCounter,
     pub samples_dropped: IntCounter,

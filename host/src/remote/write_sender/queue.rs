@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::QueueMetrics;
 use super::policy::{SHARD_UPDATE_PERIOD, ShardInputs, desired_shards};
 use super::progress::{self, AckTracker, Position, Progress};
-use super::shards::{EncodedLabels, Item, Shards, Shared};
+use super::shards::{EncodedLabels, Item, Shards, Shared, Value};
 use super::wal_reader::{self, Step, WalReader};
 use crate::config::relabel::RelabelConfig;
 use crate::model::Labels;
@@ -46,6 +46,8 @@ pub struct QueueSetup {
     pub shared: Arc<Shared>,
     pub external_labels: BTreeMap<String, String>,
     pub relabel: Vec<RelabelConfig>,
+    /// `send_native_histograms`: histogram records are sent, not skipped.
+    pub send_histograms: bool,
     pub progress_path: PathBuf,
     pub min_shards: usize,
     pub max_shards: usize,
@@ -221,27 +223,33 @@ impl Reader {
         }
     }
 
-    fn on_samples(&mut self, samples: Vec<(u64, crate::model::Sample)>, end: Position) -> bool {
+    /// Hands the samples of one WAL record (ending at `end`) to the
+    /// shards; false when stopped meanwhile.
+    fn on_samples(
+        &mut self,
+        samples: impl ExactSizeIterator<Item = (u64, i64, Value)>,
+        end: Position,
+    ) -> bool {
         self.metrics.samples_in.inc_by(samples.len() as u64);
         let skipping = !self.skip.is_empty();
         let mut items = Vec::with_capacity(samples.len());
         let mut dropped = 0u64;
         let mut skipped = 0u64;
-        for (id, s) in samples {
-            self.highest_in_ms = self.highest_in_ms.max(s.t);
+        for (id, t, value) in samples {
+            self.highest_in_ms = self.highest_in_ms.max(t);
             let Some(labels) = self.series.get(&id).and_then(|e| e.labels.clone()) else {
                 dropped += 1;
                 continue;
             };
-            if skipping && self.skip.get(&id).is_some_and(|t| s.t <= *t) {
+            if skipping && self.skip.get(&id).is_some_and(|sent| t <= *sent) {
                 skipped += 1;
                 continue;
             }
             items.push(Item {
                 series: id,
                 labels,
-                t: s.t,
-                v: s.v,
+                t,
+                value,
                 seq: 0,
             });
         }
@@ -295,19 +303,32 @@ impl Reader {
                 self.refresh_checkpoint(segment);
             }
             match step {
-                Step::Record(record, end) => {
-                    if let Record::Samples(samples) = record {
-                        if !self.on_samples(samples, end) {
-                            break;
-                        }
-                    } else {
-                        if let Record::Series(series) = &record {
-                            for (id, labels) in series {
-                                self.add_series(*id, labels, end.segment);
-                            }
-                        }
-                        self.setup.shared.acks.lock().register(end, 0);
+                Step::Record(Record::Samples(samples), end) => {
+                    let values = samples
+                        .into_iter()
+                        .map(|(id, s)| (id, s.t, Value::Float(s.v)));
+                    if !self.on_samples(values, end) {
+                        break;
                     }
+                }
+                Step::Record(Record::Histograms(histograms), end) if self.setup.send_histograms => {
+                    let values = histograms
+                        .into_iter()
+                        .map(|(id, h)| (id, h.t, Value::Histogram(h.h)));
+                    if !self.on_samples(values, end) {
+                        break;
+                    }
+                }
+                Step::Record(record, end) => {
+                    // Series records name what later samples refer to;
+                    // histograms without send_native_histograms are not
+                    // sent, as in Prometheus.
+                    if let Record::Series(series) = &record {
+                        for (id, labels) in series {
+                            self.add_series(*id, labels, end.segment);
+                        }
+                    }
+                    self.setup.shared.acks.lock().register(end, 0);
                 }
                 Step::Skipped(end) => {
                     self.setup.shared.acks.lock().register(end, 0);

@@ -20,13 +20,21 @@ use super::progress::AckTracker;
 use crate::config::remote::QueueConfig;
 use crate::remote::proto;
 
+/// A sample's value: a float, or a native histogram (only when the
+/// remote has `send_native_histograms`).
+#[derive(Clone, Debug)]
+pub enum Value {
+    Float(f64),
+    Histogram(Arc<crate::model::FloatHistogram>),
+}
+
 /// A sample on its way to the remote.
 #[derive(Clone, Debug)]
 pub struct Item {
     pub series: u64,
     pub labels: Arc<EncodedLabels>,
     pub t: i64,
-    pub v: f64,
+    pub value: Value,
     /// The WAL record it came from (see [`AckTracker`]).
     pub seq: u64,
 }
@@ -103,29 +111,46 @@ pub fn encode_batch(batch: &[Item]) -> (Vec<u8>, Vec<(u64, i64, u64)>) {
     let sample_len = |t: i64| 1 + 8 + 1 + encoded_len_varint(t as u64);
     let mut out = Vec::with_capacity(batch.len() * 24);
     let mut newest = Vec::with_capacity(first.len());
+    let mut histograms: Vec<proto::Histogram> = Vec::new();
     for (g, &head) in first.iter().enumerate() {
         let items = &order[start[g]..start[g + 1]];
         let labels = &batch[head].labels.0;
-        let body_len = labels.len()
-            + items
-                .iter()
-                .map(|&i| {
-                    let n = sample_len(batch[i].t);
-                    1 + encoded_len_varint(n as u64) + n
-                })
-                .sum::<usize>();
+        // Floats go in `samples` (2), histograms in `histograms` (4), each
+        // in batch order; a series normally has only one kind.
+        histograms.clear();
+        let mut body_len = labels.len();
+        for &i in items {
+            let it = &batch[i];
+            match &it.value {
+                Value::Float(_) => {
+                    let n = sample_len(it.t);
+                    body_len += 1 + encoded_len_varint(n as u64) + n;
+                }
+                Value::Histogram(h) => {
+                    let p = proto::Histogram::from_float(h, it.t);
+                    body_len += prost::encoding::message::encoded_len(4, &p);
+                    histograms.push(p);
+                }
+            }
+        }
         encode_key(1, WireType::LengthDelimited, &mut out);
         encode_varint(body_len as u64, &mut out);
         out.extend_from_slice(labels);
         for &i in items {
             let it = &batch[i];
+            let Value::Float(v) = it.value else {
+                continue;
+            };
             encode_key(2, WireType::LengthDelimited, &mut out);
             encode_varint(sample_len(it.t) as u64, &mut out);
             // Sample.value (1, double), Sample.timestamp (2, int64).
             out.push(0x09);
-            out.extend_from_slice(&it.v.to_bits().to_le_bytes());
+            out.extend_from_slice(&v.to_bits().to_le_bytes());
             out.push(0x10);
             encode_varint(it.t as u64, &mut out);
+        }
+        for h in &histograms {
+            prost::encoding::message::encode(4, h, &mut out);
         }
         let last = &batch[items[items.len() - 1]];
         newest.push((last.series, last.t, last.seq));
@@ -196,8 +221,15 @@ async fn send_body(shared: &Shared, body: &[u8], n: u64) -> Option<Result<(), St
 }
 
 /// Records samples the remote accepted.
-fn accepted(shared: &Shared, newest: &[(u64, i64, u64)], n: u64) {
-    shared.metrics.samples_sent.inc_by(n);
+fn accepted(shared: &Shared, items: &[Item], newest: &[(u64, i64, u64)]) {
+    shared.metrics.samples_sent.inc_by(items.len() as u64);
+    let histograms = items
+        .iter()
+        .filter(|it| matches!(it.value, Value::Histogram(_)))
+        .count();
+    if histograms > 0 {
+        shared.metrics.histograms_sent.inc_by(histograms as u64);
+    }
     let highest = newest.iter().map(|(_, t, _)| *t).max().unwrap_or(i64::MIN);
     let prev = shared.highest_sent_ms.fetch_max(highest, Ordering::Relaxed);
     if highest > prev {
@@ -235,7 +267,7 @@ async fn send_split(shared: &Shared, batch: &[Item]) -> bool {
             match send_body(shared, &body, 1).await {
                 None => return false,
                 Some(Ok(())) => {
-                    accepted(shared, &newest, 1);
+                    accepted(shared, part, &newest);
                     i += 1;
                     if i < items.len() {
                         let rest = &items[i..];
@@ -244,7 +276,7 @@ async fn send_split(shared: &Shared, batch: &[Item]) -> bool {
                         let n = rest.len() as u64;
                         match send_body(shared, &body, n).await {
                             None => return false,
-                            Some(Ok(())) => accepted(shared, &newest, n),
+                            Some(Ok(())) => accepted(shared, rest, &newest),
                             Some(Err(msg)) => {
                                 shared.metrics.samples_failed.inc_by(n);
                                 tracing::error!(remote_name = %shared.name, samples = n, err = %msg, "Non-recoverable error sending samples; dropped them");
@@ -276,7 +308,7 @@ async fn send_batch(shared: &Shared, batch: &[Item]) -> bool {
     let n = batch.len() as u64;
     match send_body(shared, &body, n).await {
         None => return false,
-        Some(Ok(())) => accepted(shared, &newest, n),
+        Some(Ok(())) => accepted(shared, batch, &newest),
         Some(Err(msg)) if is_repeat_rejection(&msg) => {
             tracing::info!(remote_name = %shared.name, samples = n, "Remote already has some samples of a batch (re-read after a restart?); sending it series by series");
             if !send_split(shared, batch).await {
@@ -430,7 +462,7 @@ mod tests {
                 value: format!("m{series}"),
             }])),
             t,
-            v: t as f64,
+            value: Value::Float(t as f64),
             seq,
         }
     }
@@ -445,7 +477,7 @@ mod tests {
             // Zero values and negative timestamps encode too.
             Item {
                 t: -5,
-                v: 0.0,
+                value: Value::Float(0.0),
                 ..item(3, 0, 3)
             },
         ];
@@ -464,6 +496,61 @@ mod tests {
         assert_eq!(newest, vec![(1, 30, 2), (2, 10, 0), (3, -5, 3)]);
         let values: Vec<f64> = req.timeseries[0].samples.iter().map(|s| s.value).collect();
         assert_eq!(values, vec![10.0, 20.0, 30.0]);
+    }
+
+    #[test]
+    fn histograms_go_in_their_own_field_integer_when_counts_are_whole() {
+        use crate::model::FloatHistogram;
+        use crate::model::histogram::{CounterResetHint, Span};
+        let whole = FloatHistogram {
+            counter_reset_hint: CounterResetHint::NotCounterReset,
+            schema: 0,
+            zero_threshold: 0.001,
+            zero_count: 1.0,
+            count: 11.0,
+            sum: 15.5,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 2,
+            }],
+            positive_buckets: vec![7.0, 3.0],
+            negative_spans: vec![],
+            negative_buckets: vec![],
+            custom_values: vec![],
+        };
+        let fractional = FloatHistogram {
+            count: 10.5,
+            positive_buckets: vec![7.0, 2.5],
+            ..whole.clone()
+        };
+        let hist = |series, t, h: &FloatHistogram| Item {
+            value: Value::Histogram(Arc::new(h.clone())),
+            ..item(series, t, 0)
+        };
+        let batch = vec![
+            item(1, 10, 0),
+            hist(2, 10, &whole),
+            hist(2, 20, &fractional),
+            item(1, 20, 0),
+        ];
+        let (raw, newest) = encode_batch(&batch);
+        let req = <proto::WriteRequest as prost::Message>::decode(raw.as_slice()).unwrap();
+        assert_eq!(req.timeseries.len(), 2);
+        assert_eq!(req.timeseries[0].samples.len(), 2);
+        assert!(req.timeseries[0].histograms.is_empty());
+        let hs = &req.timeseries[1].histograms;
+        assert!(req.timeseries[1].samples.is_empty());
+        assert_eq!(hs.len(), 2);
+        assert_eq!(hs[0].timestamp, 10);
+        assert_eq!(hs[0].count, Some(proto::HistogramCount::CountInt(11)));
+        assert_eq!(hs[0].positive_deltas, vec![7, -4]);
+        assert_eq!(hs[0].reset_hint, 2);
+        assert_eq!(hs[1].count, Some(proto::HistogramCount::CountFloat(10.5)));
+        assert_eq!(hs[1].positive_counts, vec![7.0, 2.5]);
+        // What the receiver decodes is what was stored.
+        assert_eq!(hs[0].to_float().unwrap(), whole);
+        assert_eq!(hs[1].to_float().unwrap(), fractional);
+        assert_eq!(newest, vec![(1, 20, 0), (2, 20, 0)]);
     }
 
     #[test]

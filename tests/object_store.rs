@@ -336,6 +336,17 @@ fn scalar_of(v: &Value) -> f64 {
         .unwrap()
 }
 
+/// Every line of a metric family summed (0 when it has none yet).
+fn metric_sum(ember: &Ember, name: &str) -> f64 {
+    let body = get(&ember.url("/metrics"))
+        .map(|r| r.body)
+        .unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn sql(ember: &Ember, q: &str) -> Value {
     let (status, v) = get_json(&ember.url(&format!("/api/v1/sql?query={}&format=json", enc(q))));
     assert_eq!(status, 200, "{q}: {v}");
@@ -370,6 +381,18 @@ fn blocks_are_uploaded_removed_locally_and_queried_from_the_bucket() {
         assert_eq!(m["format"], "ember-parquet-v1");
     }
     assert!(ember.metric("ember_objstore_uploads_total").unwrap() >= 2.0);
+
+    // SQL learns a metric's columns from series tables only: a query whose
+    // time range misses every block fetches nothing from the bucket.
+    let reads = || metric_sum(&ember, "ember_objstore_cache_requests_total");
+    let reads_before = reads();
+    // START + HOURS + 1h: after the last uploaded sample.
+    let v = sql(
+        &ember,
+        "SELECT count(*) AS n FROM jobs_total WHERE timestamp >= TIMESTAMP '2023-11-15T05:00:00Z'",
+    );
+    assert_eq!(v["data"]["rows"][0][0].as_f64(), Some(0.0), "{v}");
+    assert_eq!(reads(), reads_before, "chunk reads for a pruned SQL query");
 
     // PromQL over blocks that are only in the bucket now (cold cache, then warm).
     let end = START + HOURS * 3600;

@@ -14,17 +14,35 @@ pub fn add_external_labels(series: &mut [SeriesSamples], external: &Labels) {
         return;
     }
     for s in series {
-        let mut pairs: Vec<(&str, &str)> = s.labels.iter().map(|l| (&*l.name, &*l.value)).collect();
-        for l in external.iter() {
-            if s.labels.get(&l.name).is_none() {
-                pairs.push((&*l.name, &*l.value));
-            }
-        }
-        if let Ok(labels) = Labels::from_pairs(pairs) {
-            s.id = labels.stable_hash();
-            s.labels = labels;
+        s.labels = with_external_labels(&s.labels, external);
+        s.id = s.labels.stable_hash();
+    }
+}
+
+/// `labels` plus the external labels it does not have itself.
+pub fn with_external_labels(labels: &Labels, external: &Labels) -> Labels {
+    if external.is_empty() {
+        return labels.clone();
+    }
+    let mut pairs: Vec<(&str, &str)> = labels.iter().map(|l| (&*l.name, &*l.value)).collect();
+    for l in external.iter() {
+        if labels.get(&l.name).is_none() {
+            pairs.push((&*l.name, &*l.value));
         }
     }
+    Labels::from_pairs(pairs).unwrap_or_else(|_| labels.clone())
+}
+
+/// `labels` without the replica labels.
+pub fn without_labels(labels: &Labels, replica_labels: &[String]) -> Labels {
+    if replica_labels.is_empty() {
+        return labels.clone();
+    }
+    let kept = labels
+        .iter()
+        .filter(|l| !replica_labels.iter().any(|r| *r == *l.name))
+        .map(|l| (&*l.name, &*l.value));
+    Labels::from_pairs(kept).unwrap_or_else(|_| labels.clone())
 }
 
 /// Merges series that differ only in `replica_labels` into one series
@@ -38,12 +56,7 @@ pub fn deduplicate(series: Vec<SeriesSamples>, replica_labels: &[String]) -> Vec
     // most histogram samples is kept whole.
     let mut histograms: BTreeMap<Labels, Vec<crate::model::HistogramSample>> = BTreeMap::new();
     for s in series {
-        let kept = s
-            .labels
-            .iter()
-            .filter(|l| !replica_labels.iter().any(|r| *r == *l.name))
-            .map(|l| (&*l.name, &*l.value));
-        let labels = Labels::from_pairs(kept).unwrap_or_else(|_| s.labels.clone());
+        let labels = without_labels(&s.labels, replica_labels);
         let kept_h = histograms.entry(labels.clone()).or_default();
         if s.histograms.len() > kept_h.len() {
             *kept_h = s.histograms;

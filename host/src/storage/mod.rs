@@ -31,7 +31,7 @@ use self::head::Head;
 pub use self::head::{AppendError, SeriesSamples};
 pub use self::lock::{DataDir, LockError};
 use self::wal::{Record, ReplayReport, Wal, WalError};
-use crate::model::Matcher;
+use crate::model::{Labels, Matcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -359,6 +359,29 @@ impl Storage {
         self.bucket.get().filter(|b| b.settings.global_view)
     }
 
+    /// Matchers a block's own index can answer, and matchers on external
+    /// labels: in a global view, series carry their source's external
+    /// labels, so matchers on those apply after the labels are added.
+    fn split_matchers(
+        &self,
+        matchers: &[Matcher],
+    ) -> Result<(Vec<Matcher>, Vec<Matcher>), StorageError> {
+        let (mut inner, outer): (Vec<Matcher>, Vec<Matcher>) = match self.global_view() {
+            Some(os) => {
+                let added = os.added_label_names();
+                matchers
+                    .iter()
+                    .cloned()
+                    .partition(|m| !added.contains(m.name.as_str()))
+            }
+            None => (matchers.to_vec(), Vec::new()),
+        };
+        if inner.is_empty() {
+            inner.push(any_series()?);
+        }
+        Ok((inner, outer))
+    }
+
     /// [`Storage::select`], also reading blocks in object storage. A remote
     /// block that cannot be read is left out and named in `warnings`
     /// (Prometheus-style partial answer) instead of failing the read.
@@ -375,21 +398,7 @@ impl Storage {
             .filter(|b| b.overlaps(mint, maxt))
             .collect();
         let global = self.global_view();
-        // In a global view, series carry their source's external labels:
-        // matchers on those labels apply after they are added.
-        let (mut inner, outer): (Vec<Matcher>, Vec<Matcher>) = match global {
-            Some(os) => {
-                let added = os.added_label_names();
-                matchers
-                    .iter()
-                    .cloned()
-                    .partition(|m| !added.contains(m.name.as_str()))
-            }
-            None => (matchers.to_vec(), Vec::new()),
-        };
-        if inner.is_empty() {
-            inner.push(any_series()?);
-        }
+        let (inner, outer) = self.split_matchers(matchers)?;
         let own = global.map(|os| os.own_labels().clone());
         let mut parts = Vec::with_capacity(blocks.len() + 1);
         for b in &blocks {
@@ -508,37 +517,62 @@ impl Storage {
                     .or_insert((info.min_time, info.max_time));
             }
         };
-        match self.bucket.get() {
-            // Remote blocks and added labels: the full read path decides.
-            Some(os) if os.settings.global_view || !os.remote_blocks().is_empty() => {
-                if let Ok(series) = self.select_reporting(matchers, i64::MIN, i64::MAX, warnings) {
-                    add(series
-                        .into_iter()
-                        .filter_map(|s| {
-                            Some(SeriesInfo {
-                                min_time: s.samples.first()?.t,
-                                max_time: s.samples.last()?.t,
-                                labels: s.labels,
-                            })
-                        })
-                        .collect());
+        let Some(os) = self.bucket.get() else {
+            for b in self.blocks.read().iter() {
+                add(b.series_info(matchers));
+            }
+            add(self.head.read().series_info(matchers));
+            return collect_infos(merged);
+        };
+        // Series indexes only, also for remote blocks (their series tables
+        // are loaded at every catalog sync): listing a metric's series must
+        // not fetch its samples from the bucket, or every SQL query would
+        // read a metric's whole history just to learn its columns.
+        let (inner, outer) = match self.split_matchers(matchers) {
+            Ok(split) => split,
+            Err(e) => {
+                warnings.push(e.to_string());
+                return Vec::new();
+            }
+        };
+        let global = self.global_view();
+        let own = global.map(|os| os.own_labels().clone());
+        let labeled = |mut infos: Vec<SeriesInfo>, external: Option<&Labels>| {
+            if let Some(external) = external {
+                for info in &mut infos {
+                    info.labels = dedup::with_external_labels(&info.labels, external);
                 }
             }
-            _ => {
-                for b in self.blocks.read().iter() {
-                    add(b.series_info(matchers));
-                }
-                add(self.head.read().series_info(matchers));
-            }
+            infos
+        };
+        let local = self.blocks();
+        for b in local.iter() {
+            add(labeled(b.series_info(&inner), own.as_ref()));
         }
-        merged
-            .into_iter()
-            .map(|(labels, (min_time, max_time))| SeriesInfo {
-                labels,
-                min_time,
-                max_time,
-            })
-            .collect()
+        add(labeled(self.head.read().series_info(&inner), own.as_ref()));
+        for b in os.blocks_for_query(&local, i64::MIN, i64::MAX) {
+            let external = global.map(|_| &b.external_labels);
+            add(labeled(b.series_info(&inner), external));
+        }
+        let replica_labels = global.map_or(&[][..], |os| &os.settings.replica_labels[..]);
+        let mut deduplicated: std::collections::BTreeMap<Labels, (i64, i64)> =
+            std::collections::BTreeMap::new();
+        for (labels, (lo, hi)) in merged {
+            if !outer
+                .iter()
+                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+            {
+                continue;
+            }
+            deduplicated
+                .entry(dedup::without_labels(&labels, replica_labels))
+                .and_modify(|(l, h)| {
+                    *l = (*l).min(lo);
+                    *h = (*h).max(hi);
+                })
+                .or_insert((lo, hi));
+        }
+        collect_infos(deduplicated)
     }
 
     /// Deletes the samples of every series matching one of the matcher sets
@@ -948,6 +982,17 @@ impl Storage {
     pub fn sync(&self) -> Result<(), StorageError> {
         Ok(self.wal.lock().sync()?)
     }
+}
+
+fn collect_infos(merged: std::collections::BTreeMap<Labels, (i64, i64)>) -> Vec<SeriesInfo> {
+    merged
+        .into_iter()
+        .map(|(labels, (min_time, max_time))| SeriesInfo {
+            labels,
+            min_time,
+            max_time,
+        })
+        .collect()
 }
 
 /// A matcher every series passes.

@@ -72,7 +72,6 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
     // Histogram samples are numbered after all float samples in a commit.
     let mut hist_owners: Vec<(usize, i64)> = Vec::new();
     let mut series_labels: Vec<Labels> = Vec::with_capacity(req.timeseries.len());
-    let mut exemplars: Vec<(usize, Exemplar)> = Vec::new();
     for (i, ts) in req.timeseries.into_iter().enumerate() {
         let labels = Labels::from_pairs(
             ts.labels
@@ -83,24 +82,27 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
         if labels.is_empty() {
             return Err(WriteError::BadRequest(format!("series {i} has no labels")));
         }
+        let mut exemplars = Vec::with_capacity(ts.exemplars.len());
         for e in &ts.exemplars {
             let labels =
                 Labels::from_pairs(e.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
                     .map_err(|err| {
                         WriteError::BadRequest(format!("series {i}: exemplar: {err}"))
                     })?;
-            exemplars.push((
-                i,
-                Exemplar {
-                    labels,
-                    value: e.value,
-                    timestamp_ms: e.timestamp,
-                },
-            ));
+            exemplars.push(Exemplar {
+                labels,
+                value: e.value,
+                timestamp_ms: e.timestamp,
+            });
         }
         for s in &ts.samples {
             app.append(labels.clone(), s.timestamp, s.value);
             owners.push((i, s.timestamp));
+        }
+        // After the series' samples, so a series first seen in this request
+        // exists when its exemplars are checked, as in Prometheus.
+        for e in exemplars.drain(..) {
+            app.append_exemplar(labels.clone(), e);
         }
         for (k, h) in ts.histograms.iter().enumerate() {
             let fh = h
@@ -113,15 +115,10 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
     }
     owners.extend(hist_owners);
     let report = app.commit()?;
-    // Exemplars go in after their samples are committed, as in Prometheus.
-    for (i, exemplar) in exemplars {
-        match storage.exemplars().add(&series_labels[i], exemplar) {
-            Ok(()) => outcome.exemplars += 1,
-            Err(err) => {
-                outcome.exemplars_rejected += 1;
-                tracing::debug!(series = %series_labels[i], err = %err, "Remote-write exemplar not stored");
-            }
-        }
+    outcome.exemplars = report.exemplars;
+    outcome.exemplars_rejected = report.exemplar_errors.len();
+    for (_, err) in &report.exemplar_errors {
+        tracing::debug!(err = %err, "Remote-write exemplar not stored");
     }
     outcome.samples = report.appended;
     outcome.duplicates = report.duplicates;

@@ -134,7 +134,7 @@ struct Batch {
     scraped: usize,
     added: usize,
     metadata: HashMap<String, Metadata>,
-    /// Exemplars of accepted samples, stored once the samples are committed.
+    /// Exemplars of accepted samples, committed with them.
     exemplars: Vec<(Labels, crate::storage::exemplars::Exemplar)>,
 }
 
@@ -486,9 +486,12 @@ impl ScrapeLoop {
         for (labels, value) in self.report.iter().zip(report) {
             app.append_borrowed(labels, t, value, None);
         }
+        for (series, exemplar) in exemplars {
+            app.append_exemplar(series, exemplar);
+        }
         let committed = app.commit();
         match committed {
-            Ok(_) => self.store_exemplars(exemplars),
+            Ok(report) => self.log_exemplar_errors(&report),
             Err(e) => {
                 tracing::error!(target = %self.target.url, err = %e, "Cannot store scraped samples")
             }
@@ -532,17 +535,13 @@ impl ScrapeLoop {
         }
     }
 
-    /// Exemplars of the stored samples. Duplicates (the same exemplar
-    /// exposed scrape after scrape) are expected and dropped quietly.
-    fn store_exemplars(&self, exemplars: Vec<(Labels, crate::storage::exemplars::Exemplar)>) {
+    /// Duplicate exemplars (the same one exposed scrape after scrape) are
+    /// expected and dropped quietly; other refusals are logged.
+    fn log_exemplar_errors(&self, report: &crate::storage::CommitReport) {
         use crate::storage::exemplars::ExemplarError;
-        let store = self.storage.exemplars();
-        for (series, exemplar) in exemplars {
-            match store.add(&series, exemplar) {
-                Ok(()) | Err(ExemplarError::Duplicate | ExemplarError::Disabled) => {}
-                Err(e) => {
-                    tracing::debug!(target = %self.target.url, series = %series, err = %e, "Exemplar not stored")
-                }
+        for (_, e) in &report.exemplar_errors {
+            if !matches!(e, ExemplarError::Duplicate | ExemplarError::Disabled) {
+                tracing::debug!(target = %self.target.url, err = %e, "Exemplar not stored");
             }
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::model::{FloatHistogram, HistogramSample, Labels, Sample};
 
+use super::exemplars::{Exemplar, ExemplarError};
 use super::head::{AppendError, Placement};
 use super::wal::Record;
 use super::{Storage, StorageError};
@@ -19,6 +20,9 @@ pub struct Appender<'a> {
     pending: Vec<(Cow<'a, Labels>, Sample, Option<u32>)>,
     /// Native histogram samples; rejections are numbered after the floats.
     pending_histograms: Vec<(Labels, HistogramSample)>,
+    /// Exemplars and the series they belong to; logged in the same WAL
+    /// write as the samples.
+    pending_exemplars: Vec<(Labels, Exemplar)>,
 }
 
 /// What a commit did. Rejections keep the position of the sample in the batch
@@ -28,6 +32,11 @@ pub struct CommitReport {
     pub appended: usize,
     pub duplicates: usize,
     pub rejected: Vec<(usize, AppendError)>,
+    /// Exemplars stored.
+    pub exemplars: usize,
+    /// Exemplars refused, by position among the batch's exemplars. They do
+    /// not fail the commit, as in Prometheus.
+    pub exemplar_errors: Vec<(usize, ExemplarError)>,
 }
 
 impl<'a> Appender<'a> {
@@ -36,7 +45,15 @@ impl<'a> Appender<'a> {
             storage,
             pending: Vec::new(),
             pending_histograms: Vec::new(),
+            pending_exemplars: Vec::new(),
         }
+    }
+
+    /// Adds an exemplar of `series`. The series must have a sample in the
+    /// head or in this batch; the exemplar is checked against the series'
+    /// newest one (duplicates and older ones are refused) at commit.
+    pub fn append_exemplar(&mut self, series: Labels, exemplar: Exemplar) {
+        self.pending_exemplars.push((series, exemplar));
     }
 
     /// Adds a native histogram sample. In a commit's report, its position
@@ -153,7 +170,29 @@ impl<'a> Appender<'a> {
             }
         }
 
-        let mut records = Vec::with_capacity(3);
+        // Exemplars of series the head has (samples of this batch created
+        // theirs above), checked in order against the store and against
+        // those accepted earlier in the batch.
+        let mut ex_accepted: Vec<(u32, Exemplar)> = Vec::new();
+        let mut ex_last: HashMap<u32, usize> = HashMap::new();
+        for (k, (labels, exemplar)) in self.pending_exemplars.into_iter().enumerate() {
+            let Some(idx) = head.lookup(&labels) else {
+                report
+                    .exemplar_errors
+                    .push((k, ExemplarError::UnknownSeries));
+                continue;
+            };
+            let pending = ex_last.get(&idx).map(|&p| &ex_accepted[p].1);
+            match storage.exemplars.check(&labels, &exemplar, pending) {
+                Ok(()) => {
+                    ex_last.insert(idx, ex_accepted.len());
+                    ex_accepted.push((idx, exemplar));
+                }
+                Err(e) => report.exemplar_errors.push((k, e)),
+            }
+        }
+
+        let mut records = Vec::with_capacity(4);
         if !new_series.is_empty() {
             records.push(Record::Series(new_series.clone()));
         }
@@ -173,6 +212,14 @@ impl<'a> Appender<'a> {
                     .collect(),
             ));
         }
+        if !ex_accepted.is_empty() {
+            records.push(Record::Exemplars(
+                ex_accepted
+                    .iter()
+                    .map(|(idx, e)| (head.series(*idx).id, e.clone()))
+                    .collect(),
+            ));
+        }
         if !records.is_empty()
             && let Err(e) = wal.log(&records)
         {
@@ -189,6 +236,10 @@ impl<'a> Appender<'a> {
         report.appended = accepted.len() + hist_accepted.len();
         for (idx, s) in hist_accepted {
             head.insert_histogram(idx, s);
+        }
+        report.exemplars = ex_accepted.len();
+        for (idx, e) in ex_accepted {
+            storage.exemplars.insert(head.series(idx).labels.clone(), e);
         }
         storage.metrics.record_commit(&report);
         Ok(report)

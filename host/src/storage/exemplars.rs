@@ -2,8 +2,10 @@
 //! exemplars of all series, as Prometheus's circular exemplar storage keeps
 //! them (`storage.exemplars.max_exemplars`, default 100000, 0 disables).
 //!
-//! Exemplars are not written to the WAL or to blocks, so they are lost on
-//! restart, as in Prometheus without its WAL exemplar records.
+//! Exemplars reach the store only through an appender commit, which logs
+//! them in the WAL (record type 4) with their samples; start-up replays them
+//! and checkpoints keep those of live series, so they survive a restart as
+//! in Prometheus. They are not written to blocks.
 
 use std::collections::HashMap;
 
@@ -33,6 +35,8 @@ pub enum ExemplarError {
     LabelsTooLong,
     #[error("exemplar storage is disabled (storage.exemplars.max_exemplars is 0)")]
     Disabled,
+    #[error("exemplar of a series that has no samples")]
+    UnknownSeries,
 }
 
 /// One series and its exemplars in the asked range, oldest first.
@@ -131,10 +135,25 @@ impl ExemplarStore {
         }
     }
 
-    /// Stores an exemplar of `series`. As in Prometheus, an exemplar equal
-    /// to the series' newest one is a duplicate, and one not newer than it
-    /// is out of order; both are refused.
+    /// Stores an exemplar of `series`: [`ExemplarStore::check`], then
+    /// [`ExemplarStore::insert`].
     pub fn add(&self, series: &Labels, exemplar: Exemplar) -> Result<(), ExemplarError> {
+        self.check(series, &exemplar, None)?;
+        self.insert(series.clone(), exemplar);
+        Ok(())
+    }
+
+    /// Whether `exemplar` of `series` would be stored. As in Prometheus, an
+    /// exemplar equal to the series' newest one is a duplicate, and one not
+    /// newer than it is out of order; both are refused. `pending` is the
+    /// series' newest exemplar accepted earlier in the same commit, which
+    /// the store does not hold yet.
+    pub fn check(
+        &self,
+        series: &Labels,
+        exemplar: &Exemplar,
+        pending: Option<&Exemplar>,
+    ) -> Result<(), ExemplarError> {
         let runes: usize = exemplar
             .labels
             .iter()
@@ -147,8 +166,8 @@ impl ExemplarStore {
         if ring.slots.is_empty() {
             return Err(ExemplarError::Disabled);
         }
-        if let Some(state) = ring.series.get(series) {
-            let newest = &state.newest;
+        let stored = ring.series.get(series).map(|s| &s.newest);
+        if let Some(newest) = pending.or(stored) {
             if newest.timestamp_ms == exemplar.timestamp_ms
                 && newest.value.to_bits() == exemplar.value.to_bits()
                 && newest.labels == exemplar.labels
@@ -160,8 +179,36 @@ impl ExemplarStore {
                 return Err(ExemplarError::OutOfOrder);
             }
         }
-        ring.push(series.clone(), exemplar);
         Ok(())
+    }
+
+    /// Stores an exemplar [`ExemplarStore::check`] accepted (and the WAL has).
+    pub fn insert(&self, series: Labels, exemplar: Exemplar) {
+        self.ring.lock().push(series, exemplar);
+    }
+
+    /// Stores an exemplar replayed from the WAL. A checkpoint and the
+    /// segments after it can hold the same exemplar; the repeat is dropped
+    /// without counting as out of order.
+    pub fn restore(&self, series: Labels, exemplar: Exemplar) {
+        let mut ring = self.ring.lock();
+        if ring
+            .series
+            .get(&series)
+            .is_some_and(|s| exemplar.timestamp_ms <= s.newest.timestamp_ms)
+        {
+            return;
+        }
+        ring.push(series, exemplar);
+    }
+
+    /// Every stored exemplar with its series, oldest first, for checkpoints.
+    pub fn snapshot(&self) -> Vec<(Labels, Exemplar)> {
+        self.ring
+            .lock()
+            .in_order()
+            .map(|s| (s.series.clone(), s.exemplar.clone()))
+            .collect()
     }
 
     /// Exemplars in `[start, end]` (milliseconds) of series matching any of

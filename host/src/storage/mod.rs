@@ -181,7 +181,7 @@ pub struct Storage {
     maintenance: Mutex<()>,
     /// Deleted intervals, hidden from reads and dropped when blocks are written.
     tombstones: tombstones::Tombstones,
-    /// The newest exemplars, in memory only.
+    /// The newest exemplars; logged in the WAL, replayed at start-up.
     exemplars: exemplars::ExemplarStore,
     pub metrics: StorageMetrics,
     /// WAL segments remote-write queues still need.
@@ -240,6 +240,8 @@ impl Storage {
         let started = Instant::now();
         let mut unknown_series_samples = 0u64;
         let mut conflicts = Vec::new();
+        let exemplars = exemplars::ExemplarStore::new(opts.max_exemplars);
+        let mut exemplars_replayed = 0u64;
         let report = wal::replay(
             &wal_dir,
             |record| match record {
@@ -264,6 +266,17 @@ impl Storage {
                         match head.index_of(id) {
                             Some(_) if s.t < min_valid => {}
                             Some(idx) => head.insert_histogram(idx, s),
+                            None => unknown_series_samples += 1,
+                        }
+                    }
+                }
+                Record::Exemplars(records) => {
+                    for (id, e) in records {
+                        match head.index_of(id) {
+                            Some(idx) => {
+                                exemplars.restore(head.series(idx).labels.clone(), e);
+                                exemplars_replayed += 1;
+                            }
                             None => unknown_series_samples += 1,
                         }
                     }
@@ -295,11 +308,11 @@ impl Storage {
             records = report.records,
             series = head.num_series(),
             samples = head.num_samples(),
+            exemplars = exemplars_replayed,
             duration = ?started.elapsed(),
             "WAL replay completed"
         );
         let wal = Wal::open(&wal_dir)?;
-        let exemplars = exemplars::ExemplarStore::new(opts.max_exemplars);
         Ok((
             Storage {
                 exemplars,
@@ -898,6 +911,22 @@ impl Storage {
                 records.push(Record::Histograms(histograms));
             }
             from += CHUNK;
+        }
+        // Exemplars of series still in the head, after every series record
+        // so replay knows their ids.
+        let stored = self.exemplars.snapshot();
+        if !stored.is_empty() {
+            let head = self.head.read();
+            let kept: Vec<(u64, exemplars::Exemplar)> = stored
+                .into_iter()
+                .filter_map(|(series, e)| {
+                    let s = head.series(head.lookup(&series)?);
+                    s.alive.then_some((s.id, e))
+                })
+                .collect();
+            if !kept.is_empty() {
+                records.push(Record::Exemplars(kept));
+            }
         }
         wal::write_checkpoint(&wal_dir, upto, records)?;
         Ok(())

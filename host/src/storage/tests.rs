@@ -572,3 +572,67 @@ fn native_histograms_survive_replay_cuts_and_compaction() {
     storage.run_maintenance().unwrap();
     assert_eq!(hist_count(&storage), 120);
 }
+
+fn exemplar(trace: &str, t: i64) -> exemplars::Exemplar {
+    exemplars::Exemplar {
+        labels: Labels::from_pairs([("trace_id", trace)]).unwrap(),
+        value: 1.0,
+        timestamp_ms: t,
+    }
+}
+
+/// Exemplars are committed with their samples, replayed after a restart,
+/// and kept by checkpoints only for series still in the head.
+#[test]
+fn exemplars_are_logged_replayed_and_checkpointed_for_live_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = open_small(tmp.path(), None, None);
+    ingest(&storage, 0, 100);
+    let mut app = storage.appender();
+    app.append(series("m", "gone"), 100, 1.0);
+    app.append(series("m", "gone"), 900, 1.0);
+    app.append_exemplar(series("m", "gone"), exemplar("g", 100));
+    app.append_exemplar(series("m", "0"), exemplar("a", 50));
+    app.append_exemplar(series("m", "0"), exemplar("a", 50));
+    app.append_exemplar(series("m", "nothing"), exemplar("x", 50));
+    let report = app.commit().unwrap();
+    assert_eq!(report.exemplars, 2);
+    assert_eq!(
+        report.exemplar_errors,
+        vec![
+            (2, exemplars::ExemplarError::Duplicate),
+            (3, exemplars::ExemplarError::UnknownSeries)
+        ]
+    );
+    let traces = |s: &Storage| -> Vec<(String, i64)> {
+        s.exemplars()
+            .select(i64::MIN, i64::MAX, &[vec![]])
+            .into_iter()
+            .flat_map(|se| {
+                let job = se.series.get("job").unwrap_or("").to_owned();
+                se.exemplars
+                    .into_iter()
+                    .map(move |e| (job.clone(), e.timestamp_ms))
+            })
+            .collect()
+    };
+    assert_eq!(traces(&storage), [("0".into(), 50), ("gone".into(), 100)]);
+
+    // Replayed from the WAL segments.
+    drop(storage);
+    let storage = open_small(tmp.path(), None, None);
+    assert_eq!(traces(&storage), [("0".into(), 50), ("gone".into(), 100)]);
+
+    // A cut drops "gone" from the head; the checkpoint replacing the
+    // segments keeps only the live series' exemplar.
+    ingest(&storage, 100, 3000);
+    storage.run_maintenance().unwrap();
+    assert!(
+        !wal::list_segments(&tmp.path().join("wal"))
+            .unwrap()
+            .contains(&0)
+    );
+    drop(storage);
+    let storage = open_small(tmp.path(), None, None);
+    assert_eq!(traces(&storage), [("0".into(), 50)]);
+}

@@ -20,6 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use super::exemplars::Exemplar;
 use crate::model::{FloatHistogram, HistogramSample, Labels, Sample};
 
 pub const MAX_SEGMENT_SIZE: u64 = 128 << 20;
@@ -31,6 +32,8 @@ const TYPE_SERIES: u8 = 1;
 const TYPE_SAMPLES: u8 = 2;
 /// Added with native histograms; WALs without it read as before.
 const TYPE_HISTOGRAMS: u8 = 3;
+/// Added with exemplar persistence; WALs without it read as before.
+const TYPE_EXEMPLARS: u8 = 4;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
@@ -41,6 +44,9 @@ pub enum Record {
     /// Native histogram samples by series id: `id u64 | t i64 |` the
     /// histogram in [`FloatHistogram::encode`]'s form.
     Histograms(Vec<(u64, HistogramSample)>),
+    /// Exemplars by series id: `id u64 | t i64 | value f64 | label count |`
+    /// then each label name and value, length-prefixed.
+    Exemplars(Vec<(u64, Exemplar)>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -335,7 +341,11 @@ pub fn next_frame(buf: &[u8]) -> Result<(Frame, usize), FrameError> {
     }
     match decode(body) {
         Some(record) => Ok((Frame::Record(record), FRAME_HEADER + len)),
-        None if matches!(body[0], TYPE_SERIES | TYPE_SAMPLES) => {
+        None if matches!(
+            body[0],
+            TYPE_SERIES | TYPE_SAMPLES | TYPE_HISTOGRAMS | TYPE_EXEMPLARS
+        ) =>
+        {
             Err(FrameError::Corrupt("undecodable record".into()))
         }
         None => Ok((Frame::Unknown(body[0]), FRAME_HEADER + len)),
@@ -395,6 +405,17 @@ impl Reader<'_> {
         Some(u64::from_le_bytes(*head))
     }
 
+    fn labels(&mut self) -> Option<Labels> {
+        let count = self.uvarint()?;
+        let mut pairs = Vec::new();
+        for _ in 0..count {
+            let name = self.str()?.to_owned();
+            let value = self.str()?.to_owned();
+            pairs.push((name, value));
+        }
+        Labels::from_pairs(pairs).ok()
+    }
+
     fn str(&mut self) -> Option<&str> {
         let len = usize::try_from(self.uvarint()?).ok()?;
         if self.0.len() < len {
@@ -403,6 +424,16 @@ impl Reader<'_> {
         let (s, rest) = self.0.split_at(len);
         self.0 = rest;
         std::str::from_utf8(s).ok()
+    }
+}
+
+fn put_labels(buf: &mut Vec<u8>, labels: &Labels) {
+    put_uvarint(buf, labels.len() as u64);
+    for l in labels.iter() {
+        put_uvarint(buf, l.name.len() as u64);
+        buf.extend_from_slice(l.name.as_bytes());
+        put_uvarint(buf, l.value.len() as u64);
+        buf.extend_from_slice(l.value.as_bytes());
     }
 }
 
@@ -415,13 +446,7 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) {
             put_uvarint(buf, series.len() as u64);
             for (id, labels) in series {
                 buf.extend_from_slice(&id.to_le_bytes());
-                put_uvarint(buf, labels.len() as u64);
-                for l in labels.iter() {
-                    put_uvarint(buf, l.name.len() as u64);
-                    buf.extend_from_slice(l.name.as_bytes());
-                    put_uvarint(buf, l.value.len() as u64);
-                    buf.extend_from_slice(l.value.as_bytes());
-                }
+                put_labels(buf, labels);
             }
         }
         Record::Samples(samples) => {
@@ -442,6 +467,16 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) {
                 s.h.encode(buf);
             }
         }
+        Record::Exemplars(exemplars) => {
+            buf.push(TYPE_EXEMPLARS);
+            put_uvarint(buf, exemplars.len() as u64);
+            for (id, e) in exemplars {
+                buf.extend_from_slice(&id.to_le_bytes());
+                buf.extend_from_slice(&e.timestamp_ms.to_le_bytes());
+                buf.extend_from_slice(&e.value.to_bits().to_le_bytes());
+                put_labels(buf, &e.labels);
+            }
+        }
     }
     let body = &buf[start + FRAME_HEADER..];
     let len = (body.len() as u32).to_le_bytes();
@@ -459,14 +494,7 @@ fn decode(body: &[u8]) -> Option<Record> {
             let mut series = Vec::with_capacity(n.min(1 << 16));
             for _ in 0..n {
                 let id = r.u64()?;
-                let count = r.uvarint()?;
-                let mut pairs = Vec::new();
-                for _ in 0..count {
-                    let name = r.str()?.to_owned();
-                    let value = r.str()?.to_owned();
-                    pairs.push((name, value));
-                }
-                series.push((id, Labels::from_pairs(pairs).ok()?));
+                series.push((id, r.labels()?));
             }
             Record::Series(series)
         }
@@ -496,6 +524,24 @@ fn decode(body: &[u8]) -> Option<Record> {
                 ));
             }
             Record::Histograms(samples)
+        }
+        TYPE_EXEMPLARS => {
+            let mut exemplars = Vec::with_capacity(n.min(1 << 16));
+            for _ in 0..n {
+                let id = r.u64()?;
+                let timestamp_ms = r.u64()? as i64;
+                let value = f64::from_bits(r.u64()?);
+                let labels = r.labels()?;
+                exemplars.push((
+                    id,
+                    Exemplar {
+                        labels,
+                        value,
+                        timestamp_ms,
+                    },
+                ));
+            }
+            Record::Exemplars(exemplars)
         }
         _ => return None,
     };
@@ -622,14 +668,34 @@ mod tests {
                     },
                 ),
             ]),
+            Record::Exemplars(vec![
+                (
+                    7,
+                    Exemplar {
+                        labels: Labels::from_pairs([("trace_id", "abc"), ("span_id", "ü")])
+                            .unwrap(),
+                        value: -0.25,
+                        timestamp_ms: -3,
+                    },
+                ),
+                (
+                    u64::MAX,
+                    Exemplar {
+                        labels: Labels::default(),
+                        value: 1e300,
+                        timestamp_ms: i64::MAX,
+                    },
+                ),
+            ]),
         ];
         let mut wal = Wal::open(tmp.path()).unwrap();
         wal.log(&records).unwrap();
         drop(wal);
         let (got, report) = read_all(tmp.path());
         assert_eq!(report.corruption, None);
-        assert_eq!(got.len(), 2);
+        assert_eq!(got.len(), 3);
         assert_eq!(got[0], records[0]);
+        assert_eq!(got[2], records[2]);
         let Record::Samples(s) = &got[1] else {
             panic!()
         };

@@ -1,6 +1,7 @@
 //! Exemplars end to end: scraped from an OpenMetrics target or received by
-//! remote write, kept in the in-memory ring, answered by
-//! `/api/v1/query_exemplars` in Prometheus's JSON shape.
+//! remote write, kept in the in-memory ring and the WAL (so a SIGKILL loses
+//! none), answered by `/api/v1/query_exemplars` in Prometheus's JSON shape,
+//! and sent on by remote write with `send_exemplars` to a real Prometheus.
 
 mod support;
 
@@ -275,4 +276,166 @@ fn prometheus_remote_writes_exemplars_and_answers_alike() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// `query_exemplars` of `{job="app"}` or `jobs_total` with timestamps in
+/// `[0, end_ms]` from `base` (Ember or Prometheus).
+fn exemplars_until(base: &str, end_ms: i64) -> Value {
+    let url = format!(
+        "{base}/api/v1/query_exemplars?query={}&start=0&end={}.{:03}",
+        enc("{job=\"app\"} or jobs_total"),
+        end_ms / 1000,
+        end_ms % 1000
+    );
+    let (status, v) = get_json(&url);
+    assert_eq!(status, 200, "{v}");
+    v["data"].clone()
+}
+
+/// How many exemplars the `le="0.1"` bucket has in `data`: one per scrape,
+/// since they carry the scrape's timestamp.
+fn fast_bucket_exemplars(data: &Value) -> usize {
+    data.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["seriesLabels"]["le"] == "0.1")
+        .map(|s| s["exemplars"].as_array().map_or(0, Vec::len))
+        .sum()
+}
+
+fn scrape_config(target: &str) -> String {
+    format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{target}']\n"
+    )
+}
+
+/// Waits until Ember has at least three scrapes' exemplars older than two
+/// seconds, and returns that cut-off: every scrape started before it has
+/// committed, so exemplars up to it no longer change.
+fn settled_cutoff(ember: &Ember) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cut = now_ms() - 2000;
+        if fast_bucket_exemplars(&exemplars_until(&ember.url(""), cut)) >= 3 {
+            return cut;
+        }
+        assert!(Instant::now() < deadline, "{}", ember.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Exemplars are in the WAL with their samples: after a SIGKILL, the
+/// restarted Ember answers `query_exemplars` exactly as before.
+#[test]
+fn exemplars_survive_sigkill_and_restart() {
+    let target = TestTarget::start(Reply {
+        content_type: OPENMETRICS.into(),
+        ..Reply::text(EXPOSITION)
+    });
+    let setup = Setup::new();
+    setup.write_config(&scrape_config(&target.addr));
+    let flags = ["--web.enable-remote-write-receiver"];
+    let mut ember = setup.start(&flags);
+    ember.wait_ready();
+    assert_eq!(
+        write_with_exemplars(&ember, 3000, &[("a", 1000), ("b", 2000)]),
+        204
+    );
+    let cut = settled_cutoff(&ember);
+    let before = exemplars_until(&ember.url(""), cut);
+    let series = before.as_array().unwrap();
+    // jobs_total, http_requests_total{path="/"} and both buckets.
+    assert_eq!(series.len(), 4, "{before}");
+    assert!(before.to_string().contains("abc123"), "{before}");
+
+    ember.signal(libc::SIGKILL);
+    ember.wait_exit(Duration::from_secs(10));
+    let mut ember = setup.start(&flags);
+    ember.wait_ready();
+    assert_eq!(exemplars_until(&ember.url(""), cut), before);
+}
+
+/// With `send_exemplars: true`, exemplars Ember scraped reach Prometheus
+/// 2.42 (remote-write receiver, exemplar storage on) with the same series,
+/// labels, values and timestamps; a remote without it gets the samples but
+/// no exemplars.
+#[test]
+fn send_exemplars_reaches_prometheus_only_when_asked() {
+    if !require_program("prometheus", "prometheus") {
+        return;
+    }
+    let target = TestTarget::start(Reply {
+        content_type: OPENMETRICS.into(),
+        ..Reply::text(EXPOSITION)
+    });
+    let setup = Setup::new();
+    let receiver_flags = [
+        "--web.enable-remote-write-receiver",
+        "--enable-feature=exemplar-storage",
+    ];
+    let start_receiver = |name: &str| {
+        let dir = setup.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        Prometheus::start_with(&dir, "global:\n  scrape_interval: 1m\n", &receiver_flags)
+    };
+    let with = start_receiver("with");
+    let without = start_receiver("without");
+    setup.write_config(&format!(
+        "{}remote_write:\n- url: {}\n  name: with\n  send_exemplars: true\n  queue_config: {{batch_send_deadline: 500ms}}\n- url: {}\n  name: without\n  queue_config: {{batch_send_deadline: 500ms}}\n",
+        scrape_config(&target.addr),
+        with.url("/api/v1/write"),
+        without.url("/api/v1/write"),
+    ));
+    let mut ember = setup.start(&[]);
+    ember.wait_ready();
+    let cut = settled_cutoff(&ember);
+    let want = exemplars_until(&ember.url(""), cut);
+    assert!(want.to_string().contains("abc123"), "{want}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = exemplars_until(&with.url(""), cut);
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has\n{got}\nEmber has\n{want}\nprometheus log:\n{}\nember log:\n{}",
+            with.logs(),
+            ember.logs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let metrics = get(&ember.url("/metrics")).unwrap().body;
+    let sent = |remote: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("ember_remote_storage_exemplars_total{")
+                    && l.contains(&format!("remote_name=\"{remote}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(sent("with") > 0.0, "{metrics}");
+    assert_eq!(sent("without"), 0.0);
+
+    // The other remote has the samples of the same scrapes, not their exemplars.
+    while without
+        .query("http_requests_total")
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(Instant::now() < deadline, "{}", without.logs());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(exemplars_until(&without.url(""), now_ms()), json!([]));
 }

@@ -14,6 +14,7 @@ pub struct SenderMetrics {
     samples_in: IntCounterVec,
     samples_sent: IntCounterVec,
     histograms_sent: IntCounterVec,
+    exemplars_sent: IntCounterVec,
     samples_failed: IntCounterVec,
     samples_retried: IntCounterVec,
     samples_dropped: IntCounterVec,
@@ -55,6 +56,10 @@ impl SenderMetrics {
             histograms_sent: counter(
                 "ember_remote_storage_histograms_total",
                 "Native histogram samples sent to the remote and accepted by it (send_native_histograms); also counted in ember_remote_storage_samples_total.",
+            )?,
+            exemplars_sent: counter(
+                "ember_remote_storage_exemplars_total",
+                "Exemplars sent to the remote and accepted by it (send_exemplars); also counted in ember_remote_storage_samples_total.",
             )?,
             samples_failed: counter(
                 "ember_remote_storage_samples_failed_total",
@@ -147,6 +152,7 @@ impl SenderMetrics {
             r.register(Box::new(m.samples_in.clone()))?;
             r.register(Box::new(m.samples_sent.clone()))?;
             r.register(Box::new(m.histograms_sent.clone()))?;
+            r.register(Box::new(m.exemplars_sent.clone()))?;
             r.register(Box::new(m.samples_failed.clone()))?;
             r.register(Box::new(m.samples_retried.clone()))?;
             r.register(Box::new(m.samples_dropped.clone()))?;
@@ -178,6 +184,7 @@ impl SenderMetrics {
             samples_in: self.samples_in.with_label_values(&l),
             samples_sent: self.samples_sent.with_label_values(&l),
             histograms_sent: self.histograms_sent.with_label_values(&l),
+            exemplars_sent: self.exemplars_sent.with_label_values(&l),
             samples_failed: self.samples_failed.with_label_values(&l),
             samples_retried: self.samples_retried.with_label_values(&l),
             samples_dropped: self.samples_dropped.with_label_values(&l),
@@ -208,6 +215,7 @@ pub struct QueueMetrics {
     pub samples_in: IntCounter,
     pub samples_sent: IntCounter,
     pub histograms_sent: IntCounter,
+    pub exemplars_sent: IntCounter,
     pub samples_failed: IntCounter,
     pub samples_retried: IntCounter,
     pub samples_dropped: IntCounter,

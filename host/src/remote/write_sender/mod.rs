@@ -210,6 +210,7 @@ impl RemoteWriteManager {
             external_labels: external.clone(),
             relabel: cfg.write_relabel_configs.clone(),
             send_histograms: cfg.send_native_histograms,
+            send_exemplars: cfg.send_exemplars,
             progress_path,
             min_shards: q.min_shards.max(1) as usize,
             max_shards: q.max_shards.max(1) as usize,

@@ -48,6 +48,8 @@ pub struct QueueSetup {
     pub relabel: Vec<RelabelConfig>,
     /// `send_native_histograms`: histogram records are sent, not skipped.
     pub send_histograms: bool,
+    /// `send_exemplars`: exemplar records are sent, not skipped.
+    pub send_exemplars: bool,
     pub progress_path: PathBuf,
     pub min_shards: usize,
     pub max_shards: usize,
@@ -319,10 +321,19 @@ impl Reader {
                         break;
                     }
                 }
+                Step::Record(Record::Exemplars(exemplars), end) if self.setup.send_exemplars => {
+                    let values = exemplars
+                        .into_iter()
+                        .map(|(id, e)| (id, e.timestamp_ms, Value::Exemplar(Arc::new(e))));
+                    if !self.on_samples(values, end) {
+                        break;
+                    }
+                }
                 Step::Record(record, end) => {
                     // Series records name what later samples refer to;
-                    // histograms without send_native_histograms are not
-                    // sent, as in Prometheus.
+                    // histograms without send_native_histograms and
+                    // exemplars without send_exemplars are not sent, as in
+                    // Prometheus.
                     if let Record::Series(series) = &record {
                         for (id, labels) in series {
                             self.add_series(*id, labels, end.segment);

@@ -20,12 +20,14 @@ use super::progress::AckTracker;
 use crate::config::remote::QueueConfig;
 use crate::remote::proto;
 
-/// A sample's value: a float, or a native histogram (only when the
-/// remote has `send_native_histograms`).
+/// What goes to the remote for a series at a time: a float sample, a
+/// native histogram (only when the remote has `send_native_histograms`),
+/// or an exemplar (only with `send_exemplars`).
 #[derive(Clone, Debug)]
 pub enum Value {
     Float(f64),
     Histogram(Arc<crate::model::FloatHistogram>),
+    Exemplar(Arc<crate::storage::exemplars::Exemplar>),
 }
 
 /// A sample on its way to the remote.
@@ -80,7 +82,9 @@ impl EncodedLabels {
 
 /// A request's protobuf bytes (uncompressed) and, per series, its newest
 /// sample (series, timestamp, record). Samples are grouped by series in
-/// first-seen order, each series' samples in batch order.
+/// first-seen order, each series' samples in batch order. Exemplars go in
+/// their series' `exemplars` field and are not "newest samples": their
+/// timestamps say nothing about which samples the remote has.
 pub fn encode_batch(batch: &[Item]) -> (Vec<u8>, Vec<(u64, i64, u64)>) {
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
     // Group without an allocation per series: a group id per item, then a
@@ -112,12 +116,14 @@ pub fn encode_batch(batch: &[Item]) -> (Vec<u8>, Vec<(u64, i64, u64)>) {
     let mut out = Vec::with_capacity(batch.len() * 24);
     let mut newest = Vec::with_capacity(first.len());
     let mut histograms: Vec<proto::Histogram> = Vec::new();
+    let mut exemplars: Vec<proto::Exemplar> = Vec::new();
     for (g, &head) in first.iter().enumerate() {
         let items = &order[start[g]..start[g + 1]];
         let labels = &batch[head].labels.0;
         // Floats go in `samples` (2), histograms in `histograms` (4), each
         // in batch order; a series normally has only one kind.
         histograms.clear();
+        exemplars.clear();
         let mut body_len = labels.len();
         for &i in items {
             let it = &batch[i];
@@ -130,6 +136,22 @@ pub fn encode_batch(batch: &[Item]) -> (Vec<u8>, Vec<(u64, i64, u64)>) {
                     let p = proto::Histogram::from_float(h, it.t);
                     body_len += prost::encoding::message::encoded_len(4, &p);
                     histograms.push(p);
+                }
+                Value::Exemplar(e) => {
+                    let p = proto::Exemplar {
+                        labels: e
+                            .labels
+                            .iter()
+                            .map(|l| proto::Label {
+                                name: l.name.to_string(),
+                                value: l.value.to_string(),
+                            })
+                            .collect(),
+                        value: e.value,
+                        timestamp: e.timestamp_ms,
+                    };
+                    body_len += prost::encoding::message::encoded_len(3, &p);
+                    exemplars.push(p);
                 }
             }
         }
@@ -149,11 +171,20 @@ pub fn encode_batch(batch: &[Item]) -> (Vec<u8>, Vec<(u64, i64, u64)>) {
             out.push(0x10);
             encode_varint(it.t as u64, &mut out);
         }
+        for e in &exemplars {
+            prost::encoding::message::encode(3, e, &mut out);
+        }
         for h in &histograms {
             prost::encoding::message::encode(4, h, &mut out);
         }
-        let last = &batch[items[items.len() - 1]];
-        newest.push((last.series, last.t, last.seq));
+        if let Some(last) = items
+            .iter()
+            .rev()
+            .map(|&i| &batch[i])
+            .find(|it| !matches!(it.value, Value::Exemplar(_)))
+        {
+            newest.push((last.series, last.t, last.seq));
+        }
     }
     (out, newest)
 }
@@ -229,6 +260,13 @@ fn accepted(shared: &Shared, items: &[Item], newest: &[(u64, i64, u64)]) {
         .count();
     if histograms > 0 {
         shared.metrics.histograms_sent.inc_by(histograms as u64);
+    }
+    let exemplars = items
+        .iter()
+        .filter(|it| matches!(it.value, Value::Exemplar(_)))
+        .count();
+    if exemplars > 0 {
+        shared.metrics.exemplars_sent.inc_by(exemplars as u64);
     }
     let highest = newest.iter().map(|(_, t, _)| *t).max().unwrap_or(i64::MIN);
     let prev = shared.highest_sent_ms.fetch_max(highest, Ordering::Relaxed);
@@ -551,6 +589,41 @@ mod tests {
         assert_eq!(hs[0].to_float().unwrap(), whole);
         assert_eq!(hs[1].to_float().unwrap(), fractional);
         assert_eq!(newest, vec![(1, 20, 0), (2, 20, 0)]);
+    }
+
+    #[test]
+    fn exemplars_go_in_their_series_and_are_not_newest_samples() {
+        use crate::storage::exemplars::Exemplar;
+        let ex = |series, t, trace: &str| Item {
+            value: Value::Exemplar(Arc::new(Exemplar {
+                labels: crate::model::Labels::from_pairs([("trace_id", trace)]).unwrap(),
+                value: 0.5,
+                timestamp_ms: t,
+            })),
+            ..item(series, t, 1)
+        };
+        // Series 2 has only an exemplar, with a timestamp past series 1's
+        // samples: no newest sample comes from it.
+        let batch = vec![item(1, 10, 0), ex(1, 9, "a"), ex(2, 50, "b")];
+        let (raw, newest) = encode_batch(&batch);
+        let req = <proto::WriteRequest as prost::Message>::decode(raw.as_slice()).unwrap();
+        assert_eq!(req.timeseries.len(), 2);
+        assert_eq!(req.timeseries[0].samples.len(), 1);
+        assert_eq!(
+            req.timeseries[0].exemplars,
+            vec![proto::Exemplar {
+                labels: vec![proto::Label {
+                    name: "trace_id".into(),
+                    value: "a".into(),
+                }],
+                value: 0.5,
+                timestamp: 9,
+            }]
+        );
+        assert!(req.timeseries[1].samples.is_empty());
+        assert_eq!(req.timeseries[1].exemplars[0].timestamp, 50);
+        assert_eq!(req.timeseries[1].labels[0].value, "m2");
+        assert_eq!(newest, vec![(1, 10, 0)]);
     }
 
     #[test]

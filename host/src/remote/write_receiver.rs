@@ -72,6 +72,8 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
     // Histogram samples are numbered after all float samples in a commit.
     let mut hist_owners: Vec<(usize, i64)> = Vec::new();
     let mut series_labels: Vec<Labels> = Vec::with_capacity(req.timeseries.len());
+    // The series of each exemplar, in append order, for logs.
+    let mut exemplar_owners: Vec<usize> = Vec::new();
     for (i, ts) in req.timeseries.into_iter().enumerate() {
         let labels = Labels::from_pairs(
             ts.labels
@@ -103,6 +105,7 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
         // exists when its exemplars are checked, as in Prometheus.
         for e in exemplars.drain(..) {
             app.append_exemplar(labels.clone(), e);
+            exemplar_owners.push(i);
         }
         for (k, h) in ts.histograms.iter().enumerate() {
             let fh = h
@@ -117,8 +120,9 @@ pub fn write(storage: &Storage, req: WriteRequest) -> Result<WriteOutcome, Write
     let report = app.commit()?;
     outcome.exemplars = report.exemplars;
     outcome.exemplars_rejected = report.exemplar_errors.len();
-    for (_, err) in &report.exemplar_errors {
-        tracing::debug!(err = %err, "Remote-write exemplar not stored");
+    for (k, err) in &report.exemplar_errors {
+        let series = &series_labels[exemplar_owners[*k]];
+        tracing::debug!(series = %series, err = %err, "Remote-write exemplar not stored");
     }
     outcome.samples = report.appended;
     outcome.duplicates = report.duplicates;

@@ -486,12 +486,14 @@ impl ScrapeLoop {
         for (labels, value) in self.report.iter().zip(report) {
             app.append_borrowed(labels, t, value, None);
         }
+        // Kept for logging refusals, which are reported by position.
+        let exemplar_series: Vec<Labels> = exemplars.iter().map(|(s, _)| s.clone()).collect();
         for (series, exemplar) in exemplars {
             app.append_exemplar(series, exemplar);
         }
         let committed = app.commit();
         match committed {
-            Ok(report) => self.log_exemplar_errors(&report),
+            Ok(report) => self.log_exemplar_errors(&report, &exemplar_series),
             Err(e) => {
                 tracing::error!(target = %self.target.url, err = %e, "Cannot store scraped samples")
             }
@@ -537,11 +539,13 @@ impl ScrapeLoop {
 
     /// Duplicate exemplars (the same one exposed scrape after scrape) are
     /// expected and dropped quietly; other refusals are logged.
-    fn log_exemplar_errors(&self, report: &crate::storage::CommitReport) {
+    fn log_exemplar_errors(&self, report: &crate::storage::CommitReport, series: &[Labels]) {
         use crate::storage::exemplars::ExemplarError;
-        for (_, e) in &report.exemplar_errors {
-            if !matches!(e, ExemplarError::Duplicate | ExemplarError::Disabled) {
-                tracing::debug!(target = %self.target.url, err = %e, "Exemplar not stored");
+        for (k, e) in &report.exemplar_errors {
+            if !matches!(e, ExemplarError::Duplicate | ExemplarError::Disabled)
+                && let Some(series) = series.get(*k)
+            {
+                tracing::debug!(target = %self.target.url, series = %series, err = %e, "Exemplar not stored");
             }
         }
     }

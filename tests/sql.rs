@@ -938,7 +938,7 @@ fn postgres_listener_tls_follows_the_web_config() {
     )
     .unwrap();
     let web_flag = format!("--web.config.file={}", web.display());
-    let (_setup, _ember, port) = start_unready(&[&web_flag]);
+    let (_setup, _ember, port) = start_unready(&[&web_flag, "--sql.max-connections=2"]);
     let conninfo = |mode: &str| {
         format!(
             "host=127.0.0.1 port={port} user=alice dbname=ember sslmode={mode} sslrootcert={}",
@@ -990,6 +990,18 @@ fn postgres_listener_tls_follows_the_web_config() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("requires TLS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Past --sql.max-connections a TLS client is told so over TLS.
+    let _held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let out = psql_conn(&conninfo("verify-full"), "s3cret", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sorry, too many clients already"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -1137,7 +1149,22 @@ fn postgres_connection_limit_and_timeouts() {
         stderr.contains("sorry, too many clients already"),
         "{stderr}"
     );
-    // HTTP is unaffected meanwhile.
+    // A flood past the limit: every extra connection is told or closed
+    // promptly, and HTTP is unaffected meanwhile.
+    let flood_start = Instant::now();
+    let flood: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    for mut s in flood {
+        let answer = read_until_closed(&mut s);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(answer.is_empty() || text.contains("C53300"), "{text}");
+    }
+    assert!(
+        flood_start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        flood_start.elapsed()
+    );
     assert_eq!(sql_json(&ember, "SELECT 1 AS one")["status"], "success");
     // The half-open connections are closed after the startup timeout,
     // without a message (as PostgreSQL does).

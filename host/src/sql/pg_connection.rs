@@ -165,9 +165,10 @@ const ERROR_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Tells a client beyond `--sql.max-connections` so in PostgreSQL's words
 /// and closes. As in PostgreSQL, the error follows the client's startup
-/// message (after TLS, if the client asks for it): libpq 17 ignores an
-/// error sent in answer to its SSLRequest. A client that sends nothing
-/// within [`REFUSAL_WAIT`] gets the error anyway.
+/// message (after TLS, if the client asks for it): libpq since the
+/// CVE-2024-10977 fix (15.10, 16.6, 17.2) does not show an error sent in
+/// answer to its SSLRequest. A client that sends nothing within
+/// [`REFUSAL_WAIT`] gets the error anyway.
 pub async fn refuse_too_many(
     tcp: TcpStream,
     acceptor: Option<pgwire::tokio::TlsAcceptor>,

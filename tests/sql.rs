@@ -938,7 +938,7 @@ fn postgres_listener_tls_follows_the_web_config() {
     )
     .unwrap();
     let web_flag = format!("--web.config.file={}", web.display());
-    let (_setup, _ember, port) = start_unready(&[&web_flag]);
+    let (_setup, _ember, port) = start_unready(&[&web_flag, "--sql.max-connections=2"]);
     let conninfo = |mode: &str| {
         format!(
             "host=127.0.0.1 port={port} user=alice dbname=ember sslmode={mode} sslrootcert={}",
@@ -990,6 +990,18 @@ fn postgres_listener_tls_follows_the_web_config() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("requires TLS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Past --sql.max-connections a TLS client is told so over TLS.
+    let _held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let out = psql_conn(&conninfo("verify-full"), "s3cret", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sorry, too many clients already"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -1072,4 +1084,160 @@ fn runaway_queries_are_cancelled_without_hurting_ingestion() {
         }
         assert!(std::time::Instant::now() < deadline, "{}", r.body);
     }
+}
+
+/// Reads what the server sends on `s` until it closes (or 15 s pass).
+fn read_until_closed(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn metric(ember: &Ember, line_start: &str) -> f64 {
+    let body = get(&ember.url("/metrics")).unwrap().body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in {body}"))
+}
+
+#[test]
+fn postgres_connection_limit_and_timeouts() {
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    if !require_program("psql", "postgresql-client") || !require_python_module("psycopg") {
+        return;
+    }
+    let (_setup, ember, port) = start(&[
+        "--sql.max-connections=3",
+        "--sql.startup-timeout=3s",
+        "--sql.idle-timeout=2s",
+    ]);
+    // Three half-open connections (TCP only, no startup message) take
+    // every slot.
+    let opened = Instant::now();
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // Beyond the limit: PostgreSQL's FATAL 53300 after the startup
+    // message (protocol 3.0, user "ember"), then closed.
+    let mut startup = Vec::new();
+    let params = b"user\0ember\0\0";
+    startup.extend_from_slice(&((8 + params.len()) as u32).to_be_bytes());
+    startup.extend_from_slice(&196_608u32.to_be_bytes());
+    startup.extend_from_slice(params);
+    for _ in 0..2 {
+        let mut extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::io::Write::write_all(&mut extra, &startup).unwrap();
+        let answer = read_until_closed(&mut extra);
+        assert_eq!(answer.first(), Some(&b'E'), "{answer:?}");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.contains("SFATAL"), "{text}");
+        assert!(text.contains("C53300"), "{text}");
+        assert!(
+            text.contains("sorry, too many clients already (--sql.max-connections is 3)"),
+            "{text}"
+        );
+    }
+    // A real client is told the same.
+    let out = psql(port, "anyone", None, "SELECT 1");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sorry, too many clients already"),
+        "{stderr}"
+    );
+    // A flood past the limit: every extra connection is told or closed
+    // promptly, and HTTP is unaffected meanwhile.
+    let flood_start = Instant::now();
+    let flood: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    for mut s in flood {
+        let answer = read_until_closed(&mut s);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(answer.is_empty() || text.contains("C53300"), "{text}");
+    }
+    assert!(
+        flood_start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        flood_start.elapsed()
+    );
+    assert_eq!(sql_json(&ember, "SELECT 1 AS one")["status"], "success");
+    // The half-open connections are closed after the startup timeout,
+    // without a message (as PostgreSQL does).
+    for s in &mut held {
+        let answer = read_until_closed(s);
+        assert!(answer.is_empty(), "{answer:?}");
+    }
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(12),
+        "{waited:?}"
+    );
+    // The slots are free again: psql and psycopg work. psycopg then sits
+    // idle past --sql.idle-timeout and is told why it was cut off.
+    let out = psql(port, "anyone", None, "SELECT 1 + 1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let script = format!(
+        r#"
+import json, time, psycopg
+out = []
+conn = psycopg.connect(host="127.0.0.1", port={port}, user="ember", dbname="ember", connect_timeout=10, autocommit=True)
+out.append(conn.execute("SELECT count(*) FROM temperature").fetchone()[0])
+time.sleep(4)
+try:
+    conn.execute("SELECT 1")
+    out.append("still open")
+except psycopg.OperationalError as e:
+    out.append(str(e))
+print(json.dumps(out))
+"#
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got[0], 6 * 240);
+    let closed = got[1].as_str().unwrap();
+    assert!(
+        closed.contains("terminating connection due to idle-session timeout"),
+        "{closed}"
+    );
+    // Counted on /metrics; the server still answers both protocols.
+    assert!(metric(&ember, "ember_sql_connections_refused_total ") >= 3.0);
+    assert!(
+        metric(
+            &ember,
+            "ember_sql_connection_timeouts_total{phase=\"startup\"} "
+        ) >= 3.0
+    );
+    assert!(
+        metric(
+            &ember,
+            "ember_sql_connection_timeouts_total{phase=\"idle\"} "
+        ) >= 1.0
+    );
+    assert_eq!(metric(&ember, "ember_sql_connections_open "), 0.0);
+    let out = psql(port, "anyone", None, "SELECT 3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(&ember.url("/-/healthy")).unwrap().status, 200);
 }

@@ -1,6 +1,6 @@
-//! Request limits with the real binary: oversized bodies get 413 with a
-//! message on every write endpoint of both listeners, malformed requests get
-//! 4xx, connections beyond `--web.max-connections` wait, idle and slow
+//! Request limits with the real binary: oversized bodies (announced by
+//! `Content-Length` or sent chunked) get 413 with a message on every write
+//! endpoint of both listeners, malformed requests get 4xx, connections beyond `--web.max-connections` wait, idle and slow
 //! connections are closed after `--web.read-timeout`, and through a flood
 //! of all of these the server keeps answering a well-behaved client.
 
@@ -41,6 +41,38 @@ fn announce(port: u16, path: &str, content_type: &str, len: usize) -> Option<(u1
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A POST whose body of `len` bytes comes chunked, without a length, as a
+/// streaming client sends it. The answer is read while the body is still
+/// being written, so a server that answers early and hangs up is heard.
+fn chunked(port: u16, path: &str, content_type: &str, len: usize) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let mut w = s.try_clone().ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        w.write_all(head.as_bytes())?;
+        let chunk = vec![b'a'; 64 << 10];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            w.write_all(format!("{n:x}\r\n").as_bytes())?;
+            w.write_all(&chunk[..n])?;
+            w.write_all(b"\r\n")?;
+            left -= n;
+        }
+        w.write_all(b"0\r\n\r\n")
+    });
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    // The server may stop reading once it has answered.
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    Some((code, text))
+}
 
 #[test]
 fn oversized_bodies_get_413_everywhere() {
@@ -106,6 +138,21 @@ fn oversized_bodies_get_413_everywhere() {
         // At the limit the body is read (and then judged on its content).
         let small = announce(p, path, ct, 0).expect("answer");
         assert_ne!(small.0, 413, "{path}: {}", small.1);
+        // Chunked, without a length: the same answer once the body passes
+        // the limit, whatever the handler made of the failed read.
+        let (code, text) =
+            chunked(p, path, ct, limit + 1).unwrap_or_else(|| panic!("{path}: no chunked answer"));
+        assert_eq!(code, 413, "{path} (chunked): {text}");
+        let want = format!("request body is larger than the {limit} bytes {path} accepts");
+        assert!(text.contains(&want), "{path} (chunked): {text}");
+        assert_eq!(
+            text.contains(r#""errorType":"bad_data""#),
+            json,
+            "{path} (chunked): {text}"
+        );
+        // A chunked body within the limit is read in full.
+        let small = chunked(p, path, ct, 16).expect("answer");
+        assert_ne!(small.0, 413, "{path} (chunked): {}", small.1);
     }
     let metrics = get(&ember.url("/metrics")).unwrap().body;
     assert!(

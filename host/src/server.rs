@@ -352,9 +352,15 @@ async fn serve(
             control.clone(),
             security.as_ref().map(|s| s.0.clone()),
             tls,
+            crate::sql::pg_connection::ConnectionLimits {
+                max_connections: flags.sql_max_connections,
+                startup_timeout: flags.sql_startup_timeout.into(),
+                idle_timeout: flags.sql_idle_timeout.into(),
+            },
+            crate::sql::pg_connection::ConnectionMetrics::new(&metrics.registry),
             control.shutdown.clone(),
         ));
-        info!(address = %flags.sql_listen_address, tls, "Listening for PostgreSQL clients");
+        info!(address = %flags.sql_listen_address, tls, max_connections = flags.sql_max_connections, "Listening for PostgreSQL clients");
     }
 
     if let Some(listener) = push_listener {

@@ -254,6 +254,21 @@ pub struct ServerFlags {
     )]
     pub sql_listen_address: String,
 
+    /// Maximum number of simultaneous PostgreSQL connections; more are
+    /// refused with "too many clients" (SQLSTATE 53300). 0 is no limit.
+    #[arg(long = "sql.max-connections", value_name = "N", default_value_t = 64)]
+    pub sql_max_connections: usize,
+
+    /// Time a PostgreSQL client has from connecting until it has negotiated
+    /// TLS, sent its startup message and logged in (0 is no timeout).
+    #[arg(long = "sql.startup-timeout", value_name = "DURATION", default_value = "1m", value_parser = duration_flag)]
+    pub sql_startup_timeout: PromDuration,
+
+    /// Time a logged-in PostgreSQL client may send nothing before its
+    /// connection is closed (0 is no timeout).
+    #[arg(long = "sql.idle-timeout", value_name = "DURATION", default_value = "1h", value_parser = duration_flag)]
+    pub sql_idle_timeout: PromDuration,
+
     /// Maximum number of rows a SQL query may return.
     #[arg(long = "sql.max-rows", value_name = "N", default_value_t = 1_000_000)]
     pub sql_max_rows: u64,
@@ -397,7 +412,7 @@ impl ServerFlags {
     /// `/api/v1/status/flags` lists them (unset optional flags are "").
     pub fn flag_map(&self) -> std::collections::BTreeMap<String, String> {
         let opt = |v: Option<String>| v.unwrap_or_default();
-        let pairs: [(&str, String); 33] = [
+        let pairs: [(&str, String); 36] = [
             ("config.file", self.config_file.display().to_string()),
             (
                 "plugins.dir",
@@ -423,6 +438,9 @@ impl ServerFlags {
             ("web.listen-address", self.listen_address.clone()),
             ("push.listen-address", self.push_listen_address.clone()),
             ("sql.listen-address", self.sql_listen_address.clone()),
+            ("sql.max-connections", self.sql_max_connections.to_string()),
+            ("sql.startup-timeout", self.sql_startup_timeout.to_string()),
+            ("sql.idle-timeout", self.sql_idle_timeout.to_string()),
             ("sql.max-rows", self.sql_max_rows.to_string()),
             ("sql.max-memory", format!("{}B", self.sql_max_memory)),
             ("web.external-url", opt(self.external_url.clone())),

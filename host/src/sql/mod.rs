@@ -10,6 +10,7 @@
 pub mod format;
 pub mod pg_catalog;
 pub mod pg_compat;
+pub mod pg_connection;
 pub mod pgwire;
 pub mod promql_fn;
 pub mod pushdown;

@@ -52,6 +52,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::format::{Column, text_options};
+use super::pg_connection::{self, Admission, ConnectionLimits, ConnectionMetrics};
 use super::{SqlEngine, SqlError, SqlOutput};
 use crate::server::Control;
 use crate::web::security::WebSecurity;
@@ -63,6 +64,8 @@ pub async fn serve(
     control: Arc<Control>,
     security: Option<Arc<WebSecurity>>,
     tls: bool,
+    limits: ConnectionLimits,
+    metrics: ConnectionMetrics,
     shutdown: CancellationToken,
 ) {
     let handlers = Arc::new(Handlers {
@@ -72,22 +75,47 @@ pub async fn serve(
         }),
         startup: Arc::new(Startup::new(security.clone())),
     });
+    let admission = Admission::new(limits.max_connections, metrics.clone());
+    let startup_timeout = (!limits.startup_timeout.is_zero()).then_some(limits.startup_timeout);
+    let idle_timeout = (!limits.idle_timeout.is_zero()).then_some(limits.idle_timeout);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    let Some(slot) = admission.admit() else {
+                        tracing::debug!(peer = %peer, max_connections = limits.max_connections, "PostgreSQL connection refused: too many clients");
+                        let Some(refusal) = admission.refusal() else {
+                            continue;
+                        };
+                        let security = security.clone();
+                        tokio::spawn(async move {
+                            let _refusal = refusal;
+                            let acceptor = match (&security, tls) {
+                                (Some(sec), true) => match tls_acceptor(&socket, sec, Some(tokio::time::Instant::now() + pg_connection::REFUSAL_WAIT), None).await {
+                                    Some(a) => Some(a),
+                                    None => return,
+                                },
+                                _ => None,
+                            };
+                            pg_connection::refuse_too_many(socket, acceptor, limits.max_connections).await;
+                        });
+                        continue;
+                    };
+                    let startup_deadline = startup_timeout.map(|t| tokio::time::Instant::now() + t);
                     let handlers = handlers.clone();
                     let security = security.clone();
+                    let metrics = metrics.clone();
                     tokio::spawn(async move {
+                        let _slot = slot;
                         let acceptor = match (&security, tls) {
-                            (Some(sec), true) => match tls_acceptor(&socket, sec).await {
+                            (Some(sec), true) => match tls_acceptor(&socket, sec, startup_deadline, Some(&metrics)).await {
                                 Some(a) => Some(a),
                                 None => return,
                             },
                             _ => None,
                         };
-                        if let Err(err) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
+                        if let Err(err) = pg_connection::serve_connection(socket, acceptor, handlers, startup_deadline, idle_timeout, &metrics).await {
                             tracing::debug!(peer = %peer, err = %err, "PostgreSQL connection ended with an error");
                         }
                     });
@@ -101,8 +129,6 @@ pub async fn serve(
     }
 }
 
-/// Longest a client gets to say whether it wants TLS.
-const NEGOTIATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The request codes of PostgreSQL's `SSLRequest` and `GSSENCRequest`.
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
@@ -113,20 +139,25 @@ const GSSENC_REQUEST: u32 = 80_877_104;
 async fn tls_acceptor(
     socket: &tokio::net::TcpStream,
     sec: &Arc<WebSecurity>,
+    startup_deadline: Option<tokio::time::Instant>,
+    metrics: Option<&ConnectionMetrics>,
 ) -> Option<pgwire::tokio::TlsAcceptor> {
     let peer = socket.peer_addr().ok();
-    match tokio::time::timeout(NEGOTIATION_TIMEOUT, wants_tls(socket)).await {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => {
+    match pg_connection::before(startup_deadline, wants_tls(socket)).await {
+        Some(Ok(true)) => {}
+        Some(Ok(false)) => {
             tracing::debug!(peer = ?peer, "PostgreSQL client without TLS refused");
             refuse_plaintext(socket).await;
             return None;
         }
-        Ok(Err(err)) => {
+        Some(Err(err)) => {
             tracing::debug!(peer = ?peer, err = %err, "PostgreSQL connection closed before startup");
             return None;
         }
-        Err(_) => {
+        None => {
+            if let Some(m) = metrics {
+                m.startup_timed_out();
+            }
             tracing::debug!(peer = ?peer, "PostgreSQL client sent no startup in time");
             return None;
         }
@@ -171,24 +202,10 @@ async fn wants_tls(socket: &tokio::net::TcpStream) -> std::io::Result<bool> {
 /// Sends a FATAL ErrorResponse before the startup, as PostgreSQL does
 /// when `pg_hba.conf` has only `hostssl` lines.
 async fn refuse_plaintext(socket: &tokio::net::TcpStream) {
-    let mut body = Vec::new();
-    for (field, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', "28000"),
-        (
-            b'M',
-            "this server requires TLS (the web config has tls_server_config); connect with sslmode=require",
-        ),
-    ] {
-        body.push(field);
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = vec![b'E'];
-    msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    msg.extend_from_slice(&body);
+    let msg = pg_connection::fatal_error_message(
+        "28000",
+        "this server requires TLS (the web config has tls_server_config); connect with sslmode=require",
+    );
     let mut written = 0;
     while written < msg.len() {
         if socket.writable().await.is_err() {

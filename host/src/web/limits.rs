@@ -10,6 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -263,7 +265,9 @@ pub struct BodyLimit {
 
 /// Refuses bodies above the limit with 413: at once when `Content-Length`
 /// announces one, otherwise as soon as the body passes the limit while a
-/// handler reads it.
+/// handler reads it. Either way the answer is this module's message, not
+/// the handler's own rejection (axum's generic 413 text, or a 400 from a
+/// handler that saw only a failed read).
 pub async fn body_limit(
     axum::extract::State(limit): axum::extract::State<BodyLimit>,
     req: Request,
@@ -274,20 +278,46 @@ pub async fn body_limit(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let path = req.uri().path().to_owned();
     if let Some(len) = announced
         && len > limit.bytes as u64
     {
-        let message = format!(
-            "request body of {len} bytes is larger than the {} bytes {} accepts",
-            limit.bytes,
-            req.uri().path()
+        tracing::debug!(path = %path, bytes = len, limit = limit.bytes, "Request body too large");
+        return too_large(
+            limit.json,
+            format!(
+                "request body of {len} bytes is larger than the {} bytes {path} accepts",
+                limit.bytes
+            ),
         );
-        tracing::debug!(path = %req.uri().path(), bytes = len, limit = limit.bytes, "Request body too large");
-        return too_large(limit.json, message);
     }
     let (parts, body) = req.into_parts();
-    let body = axum::body::Body::new(http_body_util::Limited::new(body, limit.bytes));
-    next.run(Request::from_parts(parts, body)).await
+    let passed = Arc::new(AtomicBool::new(false));
+    let watch = passed.clone();
+    let body =
+        http_body_util::BodyExt::into_data_stream(http_body_util::Limited::new(body, limit.bytes))
+            .inspect_err(move |err| {
+                if is_too_large(&**err) {
+                    watch.store(true, Ordering::Relaxed);
+                }
+            });
+    let response = next
+        .run(Request::from_parts(
+            parts,
+            axum::body::Body::from_stream(body),
+        ))
+        .await;
+    if passed.load(Ordering::Relaxed) {
+        tracing::debug!(path = %path, limit = limit.bytes, "Request body too large");
+        return too_large(
+            limit.json,
+            format!(
+                "request body is larger than the {} bytes {path} accepts",
+                limit.bytes
+            ),
+        );
+    }
+    response
 }
 
 /// Whether a body read failed because the body passed its limit.
@@ -401,5 +431,10 @@ mod tests {
         )
         .await;
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            r#"{"status":"error","errorType":"bad_data","error":"request body is larger than the 16 bytes /q accepts"}"#
+        );
     }
 }

@@ -187,21 +187,80 @@ fn reduce(pairs: &[(i32, f64)], schema: i32, target: i32) -> Vec<(i32, f64)> {
     out
 }
 
+/// 2^(2^-schema), the ratio between neighbouring bucket bounds of schemas
+/// 0 to 8, as the bit patterns Prometheus's bound table was built from. Its
+/// generator took them from Go's `math.Exp2`, which returns sqrt(2) one ulp
+/// below the correctly rounded value; every bound derived from it inherits
+/// that. Using the same factors makes Ember's bounds (shown in API answers
+/// and used by `histogram_quantile`) equal to Prometheus's to the last bit.
+const BOUND_FACTORS: [u64; 9] = [
+    0x4000000000000000,
+    0x3ff6a09e667f3bcc,
+    0x3ff306fe0a31b715,
+    0x3ff172b83c7d517b,
+    0x3ff0b5586cf9890f,
+    0x3ff059b0d3158574,
+    0x3ff02c9a3e778061,
+    0x3ff0163da9fb3335,
+    0x3ff00b1afa5abcbf,
+];
+
+/// Per schema 0 to 8, the bound fractions in [0.5, 1) of its 2^schema
+/// buckets per power of two. Odd positions step up from their left
+/// neighbour by the schema's factor; even ones repeat the coarser schema's
+/// value, which keeps the error from piling up along the chain (and is how
+/// Prometheus's table was made).
+static BOUND_FRACTIONS: std::sync::LazyLock<Vec<Vec<f64>>> = std::sync::LazyLock::new(|| {
+    let mut all: Vec<Vec<f64>> = Vec::with_capacity(BOUND_FACTORS.len());
+    for (schema, bits) in BOUND_FACTORS.iter().enumerate() {
+        let factor = f64::from_bits(*bits);
+        let mut fractions = vec![0.5];
+        for k in 1..(1usize << schema) {
+            let next = if k % 2 == 0 {
+                all[schema - 1][k / 2]
+            } else {
+                fractions[k - 1] * factor
+            };
+            fractions.push(next);
+        }
+        all.push(fractions);
+    }
+    all
+});
+
+/// `x` × 2^`exp`, exactly unless the result is subnormal or overflows.
+fn ldexp(x: f64, exp: i64) -> f64 {
+    let pow2 = |n: i64| f64::from_bits(((n + 1023) as u64) << 52);
+    let exp = exp.clamp(-2000, 2000);
+    // Two factors so each power of two stays a normal float.
+    let half = exp / 2;
+    x * pow2(half) * pow2(exp - half)
+}
+
 /// The upper bound of exponential bucket `idx` in `schema`.
 pub fn exponential_bound(idx: i32, schema: i32) -> f64 {
+    // The last finite bucket ends at f64::MAX rather than 2^1024 (+Inf), so
+    // that observations of +Inf keep a bucket of their own, as in Prometheus.
     if schema < 0 {
-        let exp = (idx as i64) << (-schema);
-        if exp > 1024 {
-            return f64::INFINITY;
+        let exp = (idx as i64) << (-schema).min(62);
+        if exp == 1024 {
+            return f64::MAX;
         }
-        return 2f64.powi(exp as i32);
+        return ldexp(1.0, exp);
     }
-    let per = 1i64 << schema;
     let idx = idx as i64;
-    let frac_idx = idx.rem_euclid(per);
-    let exp = idx.div_euclid(per);
-    let frac = 2f64.powf(frac_idx as f64 / per as f64);
-    frac * 2f64.powi(exp as i32)
+    let Some(fractions) = BOUND_FRACTIONS.get(schema as usize) else {
+        // Finer than any schema Prometheus defines.
+        let per = (1i64 << schema.min(30)) as f64;
+        return 2f64.powf(idx as f64 / per);
+    };
+    let per = 1i64 << schema;
+    let frac = fractions[idx.rem_euclid(per) as usize];
+    let exp = idx.div_euclid(per) + 1;
+    if frac == 0.5 && exp == 1025 {
+        return f64::MAX;
+    }
+    ldexp(frac, exp)
 }
 
 impl FloatHistogram {
@@ -910,6 +969,34 @@ mod tests {
         assert_eq!(exponential_bound(-1, 0), 0.5);
         assert_eq!(exponential_bound(1, -1), 4.0);
         assert!((exponential_bound(1, 1) - 2f64.sqrt()).abs() < 1e-15);
+        assert_eq!(exponential_bound(1024, 0), f64::MAX);
+        assert_eq!(exponential_bound(1025, 0), f64::INFINITY);
+        assert_eq!(exponential_bound(256, -2), f64::MAX);
+        assert_eq!(exponential_bound(-1074, 0), f64::from_bits(1));
+    }
+
+    /// Bounds as Prometheus 2.42 shows them (its API prints bucket bounds
+    /// with Go's shortest float formatting): one ulp below the correctly
+    /// rounded 2^(k/2^schema) at some positions.
+    #[test]
+    fn bounds_match_prometheus_to_the_last_bit() {
+        let cases: [(i32, i32, f64); 8] = [
+            (1, 1, 1.414213562373095),
+            (2, 3, 1.6817928305074288),
+            (3, 7, 1.8340080864093422),
+            (4, 15, 1.915206561397147),
+            (5, 31, 1.9571441241753997),
+            (8, 1, 1.0027112750502025),
+            (8, 255, 1.9945921121709396),
+            (8, -1, 0.9972960560854698),
+        ];
+        for (schema, idx, want) in cases {
+            assert_eq!(
+                exponential_bound(idx, schema),
+                want,
+                "schema {schema} idx {idx}"
+            );
+        }
     }
 
     #[test]

@@ -400,6 +400,23 @@ mod tests {
         };
         let err = answer(&s, &request(&[]), &ext, tight).err().unwrap();
         assert_eq!(err.to_string(), "exceeded sample limit (192)");
+        // Streamed answers have no histogram chunks: the histogram-only
+        // series gets no frame, the float series is answered as before.
+        let a = answer(
+            &s,
+            &request(&[ResponseType::StreamedXorChunks]),
+            &ext,
+            ReadLimits::default(),
+        )
+        .unwrap();
+        let frames = frames(&a.body);
+        assert_eq!(frames.len(), 1);
+        assert!(
+            frames[0].chunked_series[0]
+                .labels
+                .iter()
+                .any(|l| l.value == "a")
+        );
     }
 
     fn frames(body: &[u8]) -> Vec<ChunkedReadResponse> {

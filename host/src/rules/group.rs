@@ -911,7 +911,7 @@ mod tests {
         let f = fixture();
         let g = group(
             &f,
-            "groups:\n- name: g\n  rules:\n  - record: r\n    expr: sum by (job) (h)\n  - alert: A\n    expr: h\n    annotations:\n      v: '{{ $value }}'\n",
+            "groups:\n- name: g\n  rules:\n  - record: r\n    expr: sum by (job) (h) and on () (m > 0)\n  - alert: A\n    expr: h\n    annotations:\n      v: '{{ $value }}'\n",
         );
         let h = |n: f64| FloatHistogram {
             zero_threshold: 0.001,
@@ -931,6 +931,7 @@ mod tests {
             app.append_histogram(l, 1000, h(n));
         }
         app.commit().unwrap();
+        write(&f.storage, "m", 1000, 1.0);
         g.eval(2000).await;
         let recorded: Vec<_> = f
             .storage
@@ -953,10 +954,22 @@ mod tests {
             assert!(st.alerts.values().all(|a| a.annotations["v"] == "0"));
         }
         assert_eq!(g.rules[0].state.lock().health, Health::Ok);
-        // When the input goes away, a float stale marker ends the series.
-        g.eval(400_000).await;
-        let v = value_at(&f.storage, "r", 400_000).unwrap();
+        // When the result goes away, a float stale marker ends the
+        // histogram series: a query right after it finds nothing.
+        write(&f.storage, "m", 2500, 0.0);
+        g.eval(3000).await;
+        let v = value_at(&f.storage, "r", 3000).unwrap();
         assert!(crate::model::sample::is_stale_nan(v));
+        let res = f
+            .shared
+            .engine
+            .instant_query("r", 3500, &QueryOptions::default())
+            .await
+            .unwrap();
+        match res.value {
+            Value::Vector(v) => assert!(v.is_empty(), "{v:?}"),
+            other => panic!("not a vector: {}", other.type_name()),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]

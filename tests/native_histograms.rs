@@ -247,7 +247,7 @@ fn without_time(r: &serde_json::Value) -> Vec<(String, String)> {
     out
 }
 
-const HIST_RULES: &str = "groups:
+const HIST_RULES: &str = r#"groups:
 - name: hist
   interval: 1s
   rules:
@@ -261,7 +261,8 @@ const HIST_RULES: &str = "groups:
     expr: latency_hist
     annotations:
       value: '{{ $value }}'
-";
+      query: '{{ with query "latency_hist" }}{{ len . }} {{ . | first | value }}{{ end }}'
+"#;
 
 #[test]
 fn histogram_rules_match_prometheus() {
@@ -366,6 +367,7 @@ fn histogram_rules_match_prometheus() {
     };
     let e = alerts(&ember_base);
     assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].2.contains(r#""query":"2 0""#), "{e:?}");
     assert_eq!(e, alerts(&prom_base));
 }
 

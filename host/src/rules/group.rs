@@ -911,7 +911,7 @@ mod tests {
         let f = fixture();
         let g = group(
             &f,
-            "groups:\n- name: g\n  rules:\n  - record: r\n    expr: sum by (job) (h) and on () (m > 0)\n  - alert: A\n    expr: h\n    annotations:\n      v: '{{ $value }}'\n",
+            "groups:\n- name: g\n  rules:\n  - record: r\n    expr: sum by (job) (h) and on () (m > 0)\n  - alert: A\n    expr: h\n    annotations:\n      v: '{{ $value }}'\n      q: '{{ with query \"h\" }}{{ len . }} {{ . | first | value }}{{ end }}'\n",
         );
         let h = |n: f64| FloatHistogram {
             zero_threshold: 0.001,
@@ -952,6 +952,8 @@ mod tests {
             assert_eq!(st.alerts.len(), 2);
             assert!(st.alerts.values().all(|a| a.value == 0.0));
             assert!(st.alerts.values().all(|a| a.annotations["v"] == "0"));
+            // So does a template's query over histograms.
+            assert!(st.alerts.values().all(|a| a.annotations["q"] == "2 0"));
         }
         assert_eq!(g.rules[0].state.lock().health, Health::Ok);
         // When the result goes away, a float stale marker ends the

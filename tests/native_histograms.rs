@@ -483,6 +483,8 @@ fn remote_read_answers_native_histograms() {
     assert_eq!(ours[2].histograms[0].reset_hint, 3);
 }
 
+/// With Prometheus 2.42 (native histograms enabled) given the same data,
+/// both answer `/federate` with the same text.
 #[test]
 fn federate_leaves_histograms_out_of_text() {
     let setup = Setup::new();
@@ -490,35 +492,36 @@ fn federate_leaves_histograms_out_of_text() {
     let mut ember = setup.start(&["--web.enable-remote-write-receiver"]);
     ember.wait_ready();
     let now = now_ms();
-    let r = post_remote_write(&ember.url("/api/v1/write"), &latency_request(now)).unwrap();
-    assert_eq!(r.status, 204, "{}", r.body);
-    write_series(
-        &ember,
-        &[(
-            &[("__name__", "plain"), ("job", "api")],
-            &[(now - 1000, 7.0)],
-        )],
-    );
+    let mut series = latency_series(now);
+    series.push(TimeSeries {
+        labels: labels(&[("__name__", "plain"), ("job", "api")]),
+        samples: vec![proto::Sample {
+            value: 7.0,
+            timestamp: now - 1000,
+        }],
+        ..TimeSeries::default()
+    });
     // A series that was a float and is now a histogram: its newest sample
     // is the histogram, so it is left out as well.
-    let mixed = WriteRequest {
-        timeseries: vec![TimeSeries {
-            labels: labels(&[("__name__", "mixed"), ("job", "api")]),
-            samples: vec![proto::Sample {
-                value: 1.0,
-                timestamp: now - 2000,
-            }],
-            histograms: vec![int_histogram(now - 1000, 4)],
-            ..TimeSeries::default()
+    series.push(TimeSeries {
+        labels: labels(&[("__name__", "mixed"), ("job", "api")]),
+        samples: vec![proto::Sample {
+            value: 1.0,
+            timestamp: now - 2000,
         }],
+        histograms: vec![int_histogram(now - 1000, 4)],
+        ..TimeSeries::default()
+    });
+    let body = encode_request(&WriteRequest {
+        timeseries: series,
         metadata: vec![],
-    };
-    let r = post_remote_write(&ember.url("/api/v1/write"), &encode_request(&mixed)).unwrap();
+    });
+    let r = post_remote_write(&ember.url("/api/v1/write"), &body).unwrap();
     assert_eq!(r.status, 204, "{}", r.body);
     let r = query(&ember, &format!("mixed @ {}", (now - 500) as f64 / 1000.0));
     assert!(r[0].get("histogram").is_some(), "{r}");
-    let r =
-        get(&ember.url(&format!("/federate?match[]={}", enc("{job=\"api\"}")))).expect("federate");
+    let path = format!("/federate?match[]={}", enc("{job=\"api\"}"));
+    let r = get(&ember.url(&path)).expect("federate");
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(!r.body.contains("latency_hist"), "{}", r.body);
     assert!(!r.body.contains("mixed"), "{}", r.body);
@@ -534,4 +537,22 @@ fn federate_leaves_histograms_out_of_text() {
         assert!(fields[0].parse::<i64>().is_ok(), "{line}");
         assert!(fields[1].parse::<f64>().is_ok(), "{line}");
     }
+
+    if !require_program("prometheus", "prometheus") {
+        return;
+    }
+    let prom_dir = tempfile::tempdir().expect("tempdir");
+    let prom = Prometheus::start_with(
+        prom_dir.path(),
+        "global:\n  scrape_interval: 1h\n",
+        &[
+            "--enable-feature=native-histograms",
+            "--web.enable-remote-write-receiver",
+        ],
+    );
+    let w = post_remote_write(&prom.url("/api/v1/write"), &body).expect("remote write");
+    assert!(w.status == 204 || w.status == 200, "{}", w.body);
+    let p = get(&prom.url(&path)).expect("federate");
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(r.body, p.body);
 }

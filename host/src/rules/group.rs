@@ -16,15 +16,34 @@ use tracing::warn;
 
 use super::file::{GroupDef, RuleDef, RuleKind};
 use super::template::{self, Template, Val};
-use crate::model::Labels;
 use crate::model::matcher::Matcher;
 use crate::model::sample::stale_nan;
+use crate::model::{FloatHistogram, Labels};
 use crate::promql::{Engine, QueryOptions, Value};
 use crate::storage::Storage;
 
 /// How long a resolved alert is still sent to Alertmanager (Prometheus's
 /// `resolvedRetention`).
 const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+
+/// One element of a rule's result, or of what a rule writes: a float or a
+/// native histogram, as in a PromQL instant vector.
+#[derive(Clone, Debug)]
+pub enum RuleValue {
+    Float(f64),
+    Histogram(Arc<FloatHistogram>),
+}
+
+impl RuleValue {
+    /// The value an alert and its templates see. As in Prometheus, a
+    /// histogram sample has no float value, so its alert's value is 0.
+    fn alert_value(&self) -> f64 {
+        match self {
+            RuleValue::Float(v) => *v,
+            RuleValue::Histogram(_) => 0.0,
+        }
+    }
+}
 
 /// An alert on its way to the notifier.
 #[derive(Clone, Debug, PartialEq)]
@@ -338,7 +357,7 @@ impl Group {
             .set(ts as f64 / 1000.0);
     }
 
-    async fn query(&self, expr: &str, t: i64) -> Result<Vec<(Labels, f64)>, String> {
+    async fn query(&self, expr: &str, t: i64) -> Result<Vec<(Labels, RuleValue)>, String> {
         let res = self
             .shared
             .engine
@@ -346,14 +365,17 @@ impl Group {
             .await
             .map_err(|e| e.to_string())?;
         match res.value {
-            // Recording native histograms is not supported yet: rules see
-            // float samples only.
             Value::Vector(v) => Ok(v
                 .into_iter()
-                .filter(|s| s.h.is_none())
-                .map(|s| (s.labels, s.v))
+                .map(|s| {
+                    let value = match s.h {
+                        Some(h) => RuleValue::Histogram(h),
+                        None => RuleValue::Float(s.v),
+                    };
+                    (s.labels, value)
+                })
                 .collect()),
-            Value::Scalar { v, .. } => Ok(vec![(Labels::default(), v)]),
+            Value::Scalar { v, .. } => Ok(vec![(Labels::default(), RuleValue::Float(v))]),
             other => Err(format!(
                 "rule result is not a vector or scalar (got {})",
                 other.type_name()
@@ -365,7 +387,7 @@ impl Group {
         &self,
         rule: &Rule,
         t: i64,
-    ) -> Result<(Vec<(Labels, f64)>, Option<String>), String> {
+    ) -> Result<(Vec<(Labels, RuleValue)>, Option<String>), String> {
         let samples = self.query(&rule.def.expr, t).await?;
         let mut out = Vec::with_capacity(samples.len());
         let mut seen = HashSet::new();
@@ -403,14 +425,15 @@ impl Group {
         rule: &Rule,
         ts: i64,
         t: i64,
-    ) -> Result<(Vec<(Labels, f64)>, Option<String>), String> {
+    ) -> Result<(Vec<(Labels, RuleValue)>, Option<String>), String> {
         let samples = self.query(&rule.def.expr, t).await?;
         // Templates first (they may query), outside the state lock.
         let mut template_error = None;
         // (alert labels, annotations, value) per sample.
         type Fresh = (BTreeMap<String, String>, BTreeMap<String, String>, f64);
         let mut fresh: Vec<Fresh> = Vec::new();
-        for (labels, v) in &samples {
+        for (labels, value) in &samples {
+            let v = value.alert_value();
             let sample_labels = to_map(labels);
             let expand = |tmpls: &[(String, Result<Template, String>)],
                           errs: &mut Option<String>|
@@ -419,7 +442,7 @@ impl Group {
                     .iter()
                     .map(|(k, tmpl)| {
                         let out = match tmpl {
-                            Ok(t) => self.expand(t, &sample_labels, *v, ts),
+                            Ok(t) => self.expand(t, &sample_labels, v, ts),
                             Err(e) => Err(e.clone()),
                         };
                         let out = out.unwrap_or_else(|e| {
@@ -442,7 +465,7 @@ impl Group {
                 }
             }
             lb.insert("alertname".into(), rule.def.name.clone());
-            fresh.push((lb, annotations, *v));
+            fresh.push((lb, annotations, v));
         }
 
         let mut st = rule.state.lock();
@@ -578,7 +601,7 @@ impl Group {
     }
 
     /// Appends a rule's output and stale markers for what it no longer produces.
-    async fn write(&self, rule: &Rule, series: Vec<(Labels, f64)>, t: i64) {
+    async fn write(&self, rule: &Rule, series: Vec<(Labels, RuleValue)>, t: i64) {
         let current: HashSet<Labels> = series.iter().map(|(l, _)| l.clone()).collect();
         let stale: Vec<Labels> = {
             let mut st = rule.state.lock();
@@ -589,7 +612,7 @@ impl Group {
         self.append(series, stale, t).await;
     }
 
-    async fn append(&self, series: Vec<(Labels, f64)>, stale: Vec<Labels>, t: i64) {
+    async fn append(&self, series: Vec<(Labels, RuleValue)>, stale: Vec<Labels>, t: i64) {
         if series.is_empty() && stale.is_empty() {
             return;
         }
@@ -598,8 +621,13 @@ impl Group {
         let res = tokio::task::spawn_blocking(move || {
             let mut app = storage.appender();
             for (l, v) in series {
-                app.append(l, t, v);
+                match v {
+                    RuleValue::Float(v) => app.append(l, t, v),
+                    RuleValue::Histogram(h) => app.append_histogram(l, t, Arc::unwrap_or_clone(h)),
+                }
             }
+            // A float stale marker ends histogram series too, as in
+            // Prometheus.
             for l in stale {
                 app.append(l, t, stale_nan());
             }
@@ -735,13 +763,16 @@ fn to_map(labels: &Labels) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn alert_series(a: &Alert, name: &str, state: &str, v: f64) -> Result<(Labels, f64), String> {
+fn alert_series(a: &Alert, name: &str, state: &str, v: f64) -> Result<(Labels, RuleValue), String> {
     let mut m = a.labels.clone();
     m.insert("__name__".into(), name.into());
     if !state.is_empty() {
         m.insert("alertstate".into(), state.into());
     }
-    Ok((Labels::from_pairs(&m).map_err(|e| e.to_string())?, v))
+    Ok((
+        Labels::from_pairs(&m).map_err(|e| e.to_string())?,
+        RuleValue::Float(v),
+    ))
 }
 
 /// Go's `url.QueryEscape`.
@@ -769,10 +800,14 @@ impl template::Env for QueryEnv<'_> {
         })
         .map_err(|e| e.to_string())?;
         let samples = match res.value {
+            // A histogram sample's value is 0 here, as in Prometheus's
+            // templates, which see float values only.
             Value::Vector(v) => v
                 .into_iter()
-                .filter(|s| s.h.is_none())
-                .map(|s| (s.labels, s.v))
+                .map(|s| {
+                    let v = if s.h.is_some() { 0.0 } else { s.v };
+                    (s.labels, v)
+                })
                 .collect(),
             Value::Scalar { v, .. } => vec![(Labels::default(), v)],
             Value::String { s, .. } => {
@@ -868,6 +903,75 @@ mod tests {
         let v = value_at(&f.storage, "r", 3000).unwrap();
         assert!(crate::model::sample::is_stale_nan(v));
         assert_eq!(g.rules[0].state.lock().health, Health::Ok);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn recording_rules_store_native_histograms() {
+        use crate::model::histogram::Span;
+        let f = fixture();
+        let g = group(
+            &f,
+            "groups:\n- name: g\n  rules:\n  - record: r\n    expr: sum by (job) (h) and on () (m > 0)\n  - alert: A\n    expr: h\n    annotations:\n      v: '{{ $value }}'\n      q: '{{ with query \"h\" }}{{ len . }} {{ . | first | value }}{{ end }}'\n",
+        );
+        let h = |n: f64| FloatHistogram {
+            zero_threshold: 0.001,
+            count: 2.0 * n,
+            sum: 3.0 * n,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 2,
+            }],
+            positive_buckets: vec![n, n],
+            ..FloatHistogram::default()
+        };
+        let mut app = f.storage.appender();
+        for (inst, n) in [("a", 1.0), ("b", 3.0)] {
+            let l =
+                Labels::from_pairs([("__name__", "h"), ("job", "j"), ("instance", inst)]).unwrap();
+            app.append_histogram(l, 1000, h(n));
+        }
+        app.commit().unwrap();
+        write(&f.storage, "m", 1000, 1.0);
+        g.eval(2000).await;
+        let recorded: Vec<_> = f
+            .storage
+            .select(&[Matcher::eq("__name__", "r")], 2000, 2000)
+            .unwrap();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(
+            recorded[0].labels,
+            Labels::from_pairs([("__name__", "r"), ("job", "j")]).unwrap()
+        );
+        assert!(recorded[0].samples.is_empty());
+        assert_eq!(recorded[0].histograms.len(), 1);
+        assert_eq!(recorded[0].histograms[0].t, 2000);
+        assert_eq!(*recorded[0].histograms[0].h, h(4.0));
+        // An alert over histograms has the value 0, as in Prometheus.
+        {
+            let st = g.rules[1].state.lock();
+            assert_eq!(st.alerts.len(), 2);
+            assert!(st.alerts.values().all(|a| a.value == 0.0));
+            assert!(st.alerts.values().all(|a| a.annotations["v"] == "0"));
+            // So does a template's query over histograms.
+            assert!(st.alerts.values().all(|a| a.annotations["q"] == "2 0"));
+        }
+        assert_eq!(g.rules[0].state.lock().health, Health::Ok);
+        // When the result goes away, a float stale marker ends the
+        // histogram series: a query right after it finds nothing.
+        write(&f.storage, "m", 2500, 0.0);
+        g.eval(3000).await;
+        let v = value_at(&f.storage, "r", 3000).unwrap();
+        assert!(crate::model::sample::is_stale_nan(v));
+        let res = f
+            .shared
+            .engine
+            .instant_query("r", 3500, &QueryOptions::default())
+            .await
+            .unwrap();
+        match res.value {
+            Value::Vector(v) => assert!(v.is_empty(), "{v:?}"),
+            other => panic!("not a vector: {}", other.type_name()),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,9 @@
 //! metric name, each sample carries its timestamp, and the server's
 //! `external_labels` are appended to series that lack them, with an empty
 //! `instance` label when no external label sets one (so the scraper's own
-//! `instance` does not stick to federated series).
+//! `instance` does not stick to federated series). A series whose newest
+//! sample is a native histogram is left out too: the text format has no
+//! way to write one (Prometheus federates histograms only in protobuf).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -47,8 +49,10 @@ pub async fn federate(State(state): State<AppState>, params: Params) -> Response
         let mut latest: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
         for set in &sets {
             for s in storage.select(set, mint, maxt)? {
+                let newest_histogram = s.histograms.last().map(|h| h.t);
                 if let Some(last) = s.samples.last()
                     && !crate::model::is_stale_nan(last.v)
+                    && newest_histogram.is_none_or(|t| t < last.t)
                 {
                     latest.insert(s.labels, (last.t, last.v));
                 }

@@ -1,4 +1,5 @@
-//! Parsers for the Prometheus text format 0.0.4 and OpenMetrics 1.0.
+//! Parsers for the Prometheus text format 0.0.4, OpenMetrics 1.0 and the
+//! protobuf exposition format ([`protobuf`]).
 //!
 //! One parser serves both formats; [`Format`] switches the rules that differ
 //! (comments and blank lines, timestamp units, `# EOF`, exemplars, UNIT, the
@@ -7,8 +8,11 @@
 //! loop uses as a cache key, and only parses it into [`Labels`] on a miss.
 
 mod parser;
+pub mod protobuf;
 
 pub use parser::{Entry, Exemplar, Format, MetricType, ParseError, Parser, SampleEntry};
 
+#[cfg(test)]
+mod protobuf_tests;
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,10 @@ pub struct GlobalConfig {
     pub evaluation_interval: PromDuration,
     /// Prometheus 3's default `query_offset` for rule groups.
     pub rule_query_offset: PromDuration,
+    /// Empty when not set: jobs then use the defaults.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scrape_protocols: Vec<scrape::ScrapeProtocol>,
+    pub scrape_native_histograms: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub query_log_file: String,
     #[serde(skip_serializing_if = "LabelSet::is_empty")]
@@ -71,6 +75,8 @@ impl Default for GlobalConfig {
             scrape_timeout: PromDuration::from_secs(10),
             evaluation_interval: PromDuration::from_secs(60),
             rule_query_offset: PromDuration::default(),
+            scrape_protocols: Vec::new(),
+            scrape_native_histograms: false,
             query_log_file: String::new(),
             external_labels: LabelSet::new(),
         }
@@ -84,6 +90,10 @@ struct RawGlobalConfig {
     scrape_timeout: Option<PromDuration>,
     evaluation_interval: Option<PromDuration>,
     rule_query_offset: Option<PromDuration>,
+    #[serde(default, deserialize_with = "labels::nullable")]
+    scrape_protocols: Vec<scrape::ScrapeProtocol>,
+    #[serde(default, deserialize_with = "yaml::opt_bool")]
+    scrape_native_histograms: Option<bool>,
     query_log_file: Option<String>,
     #[serde(default, deserialize_with = "labels::label_set")]
     external_labels: LabelSet,
@@ -110,7 +120,10 @@ impl<'de> Deserialize<'de> for GlobalConfig {
                 "global scrape_timeout ({scrape_timeout}) is greater than scrape_interval ({scrape_interval})"
             )));
         }
+        scrape::check_scrape_protocols(&raw.scrape_protocols).map_err(serde::de::Error::custom)?;
         Ok(GlobalConfig {
+            scrape_protocols: raw.scrape_protocols,
+            scrape_native_histograms: raw.scrape_native_histograms.unwrap_or(false),
             scrape_interval,
             scrape_timeout,
             evaluation_interval: raw
@@ -318,6 +331,18 @@ impl Config {
             if !job.timeout_set || job.scrape_timeout.is_zero() {
                 job.scrape_timeout = global.scrape_timeout.min(job.scrape_interval);
             }
+            if !job.native_set {
+                job.scrape_native_histograms = global.scrape_native_histograms;
+            }
+            if job.scrape_protocols.is_empty() {
+                job.scrape_protocols = if !global.scrape_protocols.is_empty() {
+                    global.scrape_protocols.clone()
+                } else if job.scrape_native_histograms {
+                    scrape::ScrapeProtocol::PROTO_FIRST.to_vec()
+                } else {
+                    scrape::ScrapeProtocol::DEFAULT.to_vec()
+                };
+            }
             if job.scrape_timeout > job.scrape_interval {
                 return Err(format!(
                     "scrape_configs[{i}] (job {:?}): scrape_timeout ({}) is greater than scrape_interval ({})",
@@ -496,6 +521,39 @@ pub(crate) fn parse_url(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrape_protocols_come_from_the_job_the_global_section_or_native_histograms() {
+        use super::scrape::ScrapeProtocol as P;
+        let c = parse(
+            "global:\n  scrape_native_histograms: true\nscrape_configs:\n- job_name: a\n- job_name: b\n  scrape_native_histograms: false\n- job_name: c\n  scrape_protocols: [PrometheusText0.0.4, PrometheusProto]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.scrape_configs[0].scrape_protocols,
+            P::PROTO_FIRST.to_vec()
+        );
+        assert!(c.scrape_configs[0].scrape_native_histograms);
+        assert_eq!(c.scrape_configs[1].scrape_protocols, P::DEFAULT.to_vec());
+        assert_eq!(
+            c.scrape_configs[2].scrape_protocols,
+            vec![P::PrometheusText0, P::PrometheusProto]
+        );
+        let c = parse(
+            "global:\n  scrape_protocols: [OpenMetricsText1.0.0]\nscrape_configs:\n- job_name: a\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.scrape_configs[0].scrape_protocols,
+            vec![P::OpenMetricsText1]
+        );
+        let e = parse("scrape_configs:\n- job_name: a\n  scrape_protocols: [PrometheusProto, PrometheusProto]\n").unwrap_err().to_string();
+        assert!(e.contains("duplicated protocol in scrape_protocols"), "{e}");
+        let e = parse("scrape_configs:\n- job_name: a\n  scrape_protocols: [Protobuf]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Protobuf"), "{e}");
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.yml"))

@@ -11,6 +11,72 @@ use super::labels::{LabelSet, label_set, nullable};
 use super::relabel::RelabelConfig;
 use crate::plugins::PluginUse;
 
+/// An exposition format a scrape may ask for (`scrape_protocols`), by its
+/// Prometheus 3 name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum ScrapeProtocol {
+    PrometheusProto,
+    #[serde(rename = "OpenMetricsText1.0.0")]
+    OpenMetricsText1,
+    #[serde(rename = "OpenMetricsText0.0.1")]
+    OpenMetricsText0,
+    #[serde(rename = "PrometheusText0.0.4")]
+    PrometheusText0,
+}
+
+impl ScrapeProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScrapeProtocol::PrometheusProto => "PrometheusProto",
+            ScrapeProtocol::OpenMetricsText1 => "OpenMetricsText1.0.0",
+            ScrapeProtocol::OpenMetricsText0 => "OpenMetricsText0.0.1",
+            ScrapeProtocol::PrometheusText0 => "PrometheusText0.0.4",
+        }
+    }
+
+    /// The media type offered for it in the `Accept` header.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            ScrapeProtocol::PrometheusProto => {
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
+            }
+            ScrapeProtocol::OpenMetricsText1 => "application/openmetrics-text;version=1.0.0",
+            ScrapeProtocol::OpenMetricsText0 => "application/openmetrics-text;version=0.0.1",
+            ScrapeProtocol::PrometheusText0 => "text/plain;version=0.0.4",
+        }
+    }
+
+    /// The order Prometheus asks in when nothing is configured.
+    pub const DEFAULT: [ScrapeProtocol; 3] = [
+        ScrapeProtocol::OpenMetricsText1,
+        ScrapeProtocol::OpenMetricsText0,
+        ScrapeProtocol::PrometheusText0,
+    ];
+
+    /// The default when native histograms are scraped: protobuf first,
+    /// since only it carries them.
+    pub const PROTO_FIRST: [ScrapeProtocol; 4] = [
+        ScrapeProtocol::PrometheusProto,
+        ScrapeProtocol::OpenMetricsText1,
+        ScrapeProtocol::OpenMetricsText0,
+        ScrapeProtocol::PrometheusText0,
+    ];
+}
+
+/// Checks a `scrape_protocols` list: no repeats (unknown names are refused
+/// by deserialization).
+pub fn check_scrape_protocols(list: &[ScrapeProtocol]) -> Result<(), String> {
+    for (i, p) in list.iter().enumerate() {
+        if list[..i].contains(p) {
+            return Err(format!(
+                "duplicated protocol in scrape_protocols, got {}",
+                p.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One group of statically listed targets.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +163,14 @@ pub struct ScrapeConfig {
     pub label_value_length_limit: u64,
     /// Bytes; 0 means unlimited.
     pub body_size_limit: u64,
+    /// The formats offered, most wanted first; filled from `global` (or
+    /// the defaults) when the job does not set it (see `Config::finalize`).
+    pub scrape_protocols: Vec<ScrapeProtocol>,
+    /// Store native histograms from protobuf scrapes (Prometheus 3's
+    /// `scrape_native_histograms`; 2.42's `native-histograms` feature).
+    pub scrape_native_histograms: bool,
+    /// Also store the classic series of histograms scraped as native.
+    pub always_scrape_classic_histograms: bool,
     #[serde(flatten)]
     pub http_client: HttpClientConfig,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -119,6 +193,8 @@ pub struct ScrapeConfig {
     pub(super) interval_set: bool,
     #[serde(skip)]
     pub(super) timeout_set: bool,
+    #[serde(skip)]
+    pub(super) native_set: bool,
 }
 
 with_http_client_fields! {
@@ -142,6 +218,12 @@ with_http_client_fields! {
         label_name_length_limit: Option<u64>,
         label_value_length_limit: Option<u64>,
         body_size_limit: Option<String>,
+        #[serde(default, deserialize_with = "nullable")]
+        scrape_protocols: Vec<ScrapeProtocol>,
+        #[serde(default, deserialize_with = "super::yaml::opt_bool")]
+        scrape_native_histograms: Option<bool>,
+        #[serde(default, deserialize_with = "super::yaml::opt_bool")]
+        always_scrape_classic_histograms: Option<bool>,
         #[serde(default, deserialize_with = "nullable")]
         static_configs: Vec<StaticConfig>,
         #[serde(default, deserialize_with = "nullable")]
@@ -184,6 +266,7 @@ impl<'de> Deserialize<'de> for ScrapeConfig {
             None | Some("") | Some("0") => 0,
             Some(s) => parse_bytes(s).map_err(serde::de::Error::custom)?,
         };
+        check_scrape_protocols(&raw.scrape_protocols).map_err(serde::de::Error::custom)?;
         for plugin in raw.plugin.iter().chain(&raw.plugin_sd_configs) {
             plugin.validate().map_err(serde::de::Error::custom)?;
         }
@@ -207,6 +290,10 @@ impl<'de> Deserialize<'de> for ScrapeConfig {
             label_name_length_limit: raw.label_name_length_limit.unwrap_or(0),
             label_value_length_limit: raw.label_value_length_limit.unwrap_or(0),
             body_size_limit,
+            scrape_protocols: raw.scrape_protocols,
+            native_set: raw.scrape_native_histograms.is_some(),
+            scrape_native_histograms: raw.scrape_native_histograms.unwrap_or(false),
+            always_scrape_classic_histograms: raw.always_scrape_classic_histograms.unwrap_or(false),
             http_client,
             static_configs: raw.static_configs,
             file_sd_configs: raw.file_sd_configs,

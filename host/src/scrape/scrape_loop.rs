@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 use super::series_cache::SeriesCache;
 use super::target::Target;
 use crate::config::ScrapeConfig;
+use crate::config::scrape::ScrapeProtocol;
 use crate::model::Labels;
-use crate::model::exposition::{Entry, Format, MetricType, Parser};
+use crate::model::exposition::{Entry, Format, MetricType, Parser, protobuf};
+use crate::model::histogram::FloatHistogram;
 use crate::model::relabel::{self, LabelMap};
 use crate::model::sample::stale_nan;
 use crate::storage::Storage;
@@ -56,8 +58,20 @@ impl SharedClient {
     }
 }
 
-/// What Prometheus sends, so exporters pick the same format for both.
-pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+/// The `Accept` header for `protocols`, built as Prometheus builds it
+/// (weights falling from 0.N, N one more than the number of protocols
+/// known, then anything at all), so exporters pick the same format for both.
+pub fn accept_header(protocols: &[ScrapeProtocol]) -> String {
+    let mut weight = ScrapeProtocol::PROTO_FIRST.len() + 1;
+    let mut out = String::new();
+    for p in protocols {
+        out.push_str(p.media_type());
+        out.push_str(&format!(";q=0.{weight},"));
+        weight = weight.saturating_sub(1);
+    }
+    out.push_str(&format!("*/*;q=0.{weight}"));
+    out
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Health {
@@ -122,6 +136,7 @@ fn now_ms() -> i64 {
 /// staleness code without being rendered and parsed as text.
 enum Scraped {
     Body { body: String, format: Format },
+    Proto(bytes::Bytes),
     Families(Vec<crate::plugins::MetricFamily>),
 }
 
@@ -131,6 +146,7 @@ enum Scraped {
 #[derive(Default)]
 struct Batch {
     samples: Vec<(u32, i64, f64)>,
+    histograms: Vec<(u32, i64, FloatHistogram)>,
     scraped: usize,
     added: usize,
     metadata: HashMap<String, Metadata>,
@@ -220,7 +236,7 @@ impl ScrapeLoop {
             .client
             .current()
             .get(&self.target.url)
-            .header("Accept", ACCEPT)
+            .header("Accept", accept_header(&self.cfg.scrape_protocols))
             .header(
                 "X-Prometheus-Scrape-Timeout-Seconds",
                 format!("{}", self.target.timeout.as_secs_f64()),
@@ -275,6 +291,9 @@ impl ScrapeLoop {
                 bytes.len()
             ));
         }
+        if is_protobuf(&content_type) {
+            return Ok(Scraped::Proto(bytes));
+        }
         // `Vec::from(Bytes)` takes over the buffer without copying when unshared.
         let body =
             String::from_utf8(Vec::from(bytes)).map_err(|e| format!("body is not UTF-8: {e}"))?;
@@ -298,6 +317,29 @@ impl ScrapeLoop {
         value: f64,
         t: i64,
     ) -> Result<(), String> {
+        if let Some(index) = self.admit(batch, key, labels)? {
+            batch
+                .samples
+                .push((index, self.sample_time(timestamp_ms, t), value));
+        }
+        Ok(())
+    }
+
+    fn sample_time(&self, timestamp_ms: Option<i64>, t: i64) -> i64 {
+        match timestamp_ms {
+            Some(ts) if self.cfg.honor_timestamps => ts,
+            _ => t,
+        }
+    }
+
+    /// Counts one scraped series and finds its cache entry: `None` when
+    /// it is to be left out (relabeled away, or repeated in the exposition).
+    fn admit(
+        &mut self,
+        batch: &mut Batch,
+        key: &str,
+        labels: impl FnOnce() -> Result<Labels, String>,
+    ) -> Result<Option<u32>, String> {
         let id = self.scrape_id;
         batch.scraped += 1;
         let (target, cfg) = (&self.target, &*self.cfg);
@@ -306,12 +348,12 @@ impl ScrapeLoop {
             .find_or_insert(key, || Ok(series_labels(target, cfg, &labels()?)))?;
         let entry = self.cache.entry_mut(index);
         if entry.last_seen == id {
-            return Ok(()); // the same series twice in one exposition
+            return Ok(None); // the same series twice in one exposition
         }
         entry.seen_before = entry.last_seen;
         entry.last_seen = id;
         if entry.labels.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         if entry.seen_before + 1 != id {
             batch.added += 1;
@@ -319,12 +361,78 @@ impl ScrapeLoop {
         if let Some(labels) = &self.cache.entry(index).labels {
             self.check_label_limits(labels)?;
         }
-        let ts = match timestamp_ms {
-            Some(ts) if self.cfg.honor_timestamps => ts,
-            _ => t,
-        };
-        batch.samples.push((index, ts, value));
+        Ok(Some(index))
+    }
+
+    /// Takes a protobuf exposition into `batch`: float samples as from
+    /// text, native histograms when the job stores them.
+    fn accept_proto(&mut self, batch: &mut Batch, body: &[u8], t: i64) -> Result<(), String> {
+        let native = self.cfg.scrape_native_histograms;
+        // Without native histograms, a native histogram's classic buckets
+        // are all that is kept, as in Prometheus.
+        let classic = !native || self.cfg.always_scrape_classic_histograms;
+        let families = protobuf::parse(body, classic).map_err(|e| e.to_string())?;
+        let mut key = String::new();
+        for family in families {
+            let meta = batch.metadata.entry(family.name.clone()).or_default();
+            meta.kind = type_name(family.kind).into();
+            meta.help = family.help;
+            meta.unit = family.unit;
+            for sample in family.samples {
+                key.clear();
+                key.push_str(&sample.labels.to_string());
+                let before = batch.samples.len();
+                let labels = sample.labels;
+                self.accept(
+                    batch,
+                    &key,
+                    || Ok(labels),
+                    sample.timestamp_ms,
+                    sample.value,
+                    t,
+                )?;
+                if let Some(e) = sample.exemplar {
+                    self.keep_exemplar(batch, before, e, t);
+                }
+            }
+            if !native {
+                continue;
+            }
+            for h in family.histograms {
+                key.clear();
+                key.push_str(&h.labels.to_string());
+                let labels = h.labels;
+                if let Some(index) = self.admit(batch, &key, || Ok(labels))? {
+                    let ts = self.sample_time(h.timestamp_ms, t);
+                    batch.histograms.push((index, ts, h.histogram));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Keeps the exemplar of the sample just accepted, if it was.
+    fn keep_exemplar(
+        &self,
+        batch: &mut Batch,
+        before: usize,
+        e: crate::model::exposition::Exemplar,
+        t: i64,
+    ) {
+        if batch.samples.len() > before
+            && let Some(&(index, ..)) = batch.samples.last()
+            && let Some(labels) = &self.cache.entry(index).labels
+        {
+            // An exemplar without a timestamp gets the scrape's, as in Prometheus.
+            batch.exemplars.push((
+                labels.clone(),
+                crate::storage::exemplars::Exemplar {
+                    labels: e.labels,
+                    value: e.value,
+                    timestamp_ms: e.timestamp_ms.unwrap_or(t),
+                },
+            ));
+        }
     }
 
     /// Parses an exposition body into `batch`.
@@ -348,20 +456,8 @@ impl ScrapeLoop {
                         sample.value,
                         t,
                     )?;
-                    if let Some(e) = sample.exemplar
-                        && batch.samples.len() > before
-                        && let Some(&(index, ..)) = batch.samples.last()
-                        && let Some(labels) = &self.cache.entry(index).labels
-                    {
-                        // An exemplar without a timestamp gets the scrape's, as in Prometheus.
-                        batch.exemplars.push((
-                            labels.clone(),
-                            crate::storage::exemplars::Exemplar {
-                                labels: e.labels,
-                                value: e.value,
-                                timestamp_ms: e.timestamp_ms.unwrap_or(t),
-                            },
-                        ));
+                    if let Some(e) = sample.exemplar {
+                        self.keep_exemplar(batch, before, e, t);
                     }
                 }
                 Entry::Help { family, help } => {
@@ -419,20 +515,20 @@ impl ScrapeLoop {
         let result = fetched.and_then(|scraped| {
             match scraped {
                 Scraped::Body { body, format } => self.accept_body(&mut batch, &body, format, t)?,
+                Scraped::Proto(body) => self.accept_proto(&mut batch, &body, t)?,
                 Scraped::Families(families) => self.accept_families(&mut batch, &families, t)?,
             }
             let limit = self.cfg.sample_limit as usize;
-            if limit > 0 && batch.samples.len() > limit {
-                return Err(format!(
-                    "sample limit exceeded: {} samples > {limit}",
-                    batch.samples.len()
-                ));
+            let total = batch.samples.len() + batch.histograms.len();
+            if limit > 0 && total > limit {
+                return Err(format!("sample limit exceeded: {total} samples > {limit}"));
             }
             Ok(())
         });
         self.cache.finish_scrape(result.is_ok());
         let Batch {
             samples: mut app_samples,
+            mut histograms,
             scraped,
             mut added,
             metadata,
@@ -446,10 +542,11 @@ impl ScrapeLoop {
         let failed = result.is_err();
         if failed {
             app_samples.clear();
+            histograms.clear();
             exemplars.clear();
             added = 0;
         }
-        let post_relabel = app_samples.len();
+        let post_relabel = app_samples.len() + histograms.len();
         // Stale markers: seen in the previous scrape but not this one; after a
         // failed scrape, everything seen before (and nothing counts as seen now).
         let mut stale = Vec::new();
@@ -469,6 +566,11 @@ impl ScrapeLoop {
             let entry = self.cache.entry(index);
             if let Some(labels) = &entry.labels {
                 app.append_borrowed(labels, ts, v, entry.head_slot);
+            }
+        }
+        for (index, ts, h) in histograms {
+            if let Some(labels) = &self.cache.entry(index).labels {
+                app.append_histogram(labels.clone(), ts, h);
             }
         }
         for index in stale {
@@ -668,6 +770,19 @@ fn type_name(kind: MetricType) -> &'static str {
     }
 }
 
+/// Whether a `Content-Type` names the delimited protobuf format.
+fn is_protobuf(content_type: &str) -> bool {
+    let mut parts = content_type.split(';').map(str::trim);
+    parts
+        .next()
+        .is_some_and(|m| m.eq_ignore_ascii_case(protobuf::MEDIA_TYPE))
+        && parts.all(|p| match p.split_once('=') {
+            Some(("proto", v)) => v == "io.prometheus.client.MetricFamily",
+            Some(("encoding", v)) => v == "delimited",
+            _ => true,
+        })
+}
+
 /// An error with its causes, as one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -678,4 +793,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_accept_header_is_prometheus_s() {
+        assert_eq!(
+            accept_header(&ScrapeProtocol::DEFAULT),
+            "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        );
+        assert_eq!(
+            accept_header(&[ScrapeProtocol::PrometheusProto]),
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,*/*;q=0.4"
+        );
+    }
+
+    #[test]
+    fn protobuf_content_types() {
+        assert!(is_protobuf(
+            "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+        ));
+        assert!(is_protobuf("application/vnd.google.protobuf"));
+        assert!(!is_protobuf(
+            "application/vnd.google.protobuf; proto=other.Message; encoding=delimited"
+        ));
+        assert!(!is_protobuf("text/plain; version=0.0.4"));
+    }
 }

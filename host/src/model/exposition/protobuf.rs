@@ -256,6 +256,16 @@ pub fn parse(body: &[u8], classic_histograms: bool) -> Result<Vec<ProtoFamily>, 
     Ok(out)
 }
 
+/// The body for `families`, as an exporter writes it (for tests and tools).
+pub fn encode(families: &[proto::MetricFamily]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in families {
+        // Writing into a Vec cannot run out of room.
+        let _ = prost::Message::encode_length_delimited(f, &mut out);
+    }
+    out
+}
+
 fn family(f: proto::MetricFamily, classic: bool) -> Result<ProtoFamily, ProtoError> {
     let name = f.name.clone().unwrap_or_default();
     let err = |message: String| ProtoError::Family {

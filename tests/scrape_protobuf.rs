@@ -100,14 +100,16 @@ fn node_exporter_as_protobuf_gives_the_series_and_metadata_of_text() {
     );
 }
 
+type Body = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
 /// A loopback target that answers every request with `body` as protobuf.
-fn serve_protobuf(body: Vec<u8>) -> String {
+fn serve_protobuf(body: Body) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let body = body.clone();
+            let body = body.lock().unwrap().clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 8192];
                 let mut req = Vec::new();
@@ -133,6 +135,19 @@ fn span(offset: i32, length: u32) -> proto::BucketSpan {
     proto::BucketSpan {
         offset: Some(offset),
         length: Some(length),
+    }
+}
+
+fn plain_family() -> proto::MetricFamily {
+    proto::MetricFamily {
+        name: Some("plain".into()),
+        help: Some("A gauge.".into()),
+        r#type: Some(proto::MetricType::Gauge as i32),
+        metric: vec![proto::Metric {
+            gauge: Some(proto::Gauge { value: Some(7.0) }),
+            ..Default::default()
+        }],
+        unit: None,
     }
 }
 
@@ -189,16 +204,7 @@ fn native_body() -> Vec<u8> {
             }],
             unit: None,
         },
-        proto::MetricFamily {
-            name: Some("plain".into()),
-            help: Some("A gauge.".into()),
-            r#type: Some(proto::MetricType::Gauge as i32),
-            metric: vec![proto::Metric {
-                gauge: Some(proto::Gauge { value: Some(7.0) }),
-                ..Default::default()
-            }],
-            unit: None,
-        },
+        plain_family(),
     ])
 }
 
@@ -218,7 +224,8 @@ fn native_histograms_from_protobuf_are_answered_as_prometheus_answers_them() {
     if !require_program("prometheus", "prometheus") {
         return;
     }
-    let addr = serve_protobuf(native_body());
+    let body: Body = std::sync::Arc::new(std::sync::Mutex::new(native_body()));
+    let addr = serve_protobuf(body.clone());
     let config = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: nh\n    scrape_native_histograms: true\n    static_configs:\n      - targets: ['{addr}']\n"
     );
@@ -300,6 +307,15 @@ fn native_histograms_from_protobuf_are_answered_as_prometheus_answers_them() {
         }),
         "{ours}"
     );
+
+    // Histogram series that disappear get stale markers, as float ones do.
+    *body.lock().unwrap() = encode(&[plain_family()]);
+    std::thread::sleep(Duration::from_millis(2500));
+    for q in ["request_seconds", "queue_depth"] {
+        let (_, v) = get_json(&ember.url(&format!("/api/v1/query?query={}", enc(q))));
+        assert_eq!(v["data"]["result"], serde_json::json!([]), "{q}: {v}");
+    }
+    assert_eq!(prom.query("request_seconds"), serde_json::json!([]));
     ember.signal(libc::SIGTERM);
     ember.wait_exit(Duration::from_secs(20));
 }

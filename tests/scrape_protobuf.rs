@@ -319,3 +319,66 @@ fn native_histograms_from_protobuf_are_answered_as_prometheus_answers_them() {
     ember.signal(libc::SIGTERM);
     ember.wait_exit(Duration::from_secs(20));
 }
+
+#[test]
+fn classic_series_of_native_histograms_only_when_asked() {
+    let body: Body = std::sync::Arc::new(std::sync::Mutex::new(native_body()));
+    let addr = serve_protobuf(body);
+    let setup = Setup::new();
+    setup.write_config(&format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: both\n    scrape_native_histograms: true\n    always_scrape_classic_histograms: true\n    static_configs:\n      - targets: ['{addr}']\n  - job_name: classic\n    scrape_protocols: [PrometheusProto]\n    static_configs:\n      - targets: ['{addr}']\n"
+    ));
+    let mut ember = setup.start(&[]);
+    ember.wait_ready();
+    std::thread::sleep(Duration::from_millis(3000));
+    let query = |q: &str| {
+        let (status, v) = get_json(&ember.url(&format!("/api/v1/query?query={}", enc(q))));
+        assert_eq!(status, 200, "{q}: {v}");
+        v["data"]["result"].clone()
+    };
+    let count = |q: &str| query(q).as_array().map_or(0, Vec::len);
+    assert_eq!(count(r#"request_seconds{job="both"}"#), 1);
+    assert!(query(r#"request_seconds{job="both"}"#)[0]["histogram"].is_array());
+    assert_eq!(count(r#"request_seconds_bucket{job="both"}"#), 2);
+    assert_eq!(count(r#"request_seconds{job="classic"}"#), 0);
+    let buckets = query(r#"request_seconds_bucket{job="classic"}"#);
+    let mut les: Vec<(String, String)> = buckets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["le"].as_str().unwrap().to_owned(),
+                r["value"][1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    les.sort();
+    assert_eq!(
+        les,
+        vec![
+            ("+Inf".to_owned(), "12".to_owned()),
+            ("1".to_owned(), "5".to_owned())
+        ]
+    );
+    assert_eq!(
+        query(r#"request_seconds_count{job="classic"}"#)[0]["value"][1],
+        "12"
+    );
+    assert_eq!(
+        query(r#"request_seconds_sum{job="classic"}"#)[0]["value"][1],
+        "31.25"
+    );
+    // Job "both": 2 histograms, the gauge, 4 classic series; "classic": the
+    // gauge and 4 classic series (the float gauge histogram has no buckets).
+    assert_eq!(
+        query(r#"scrape_samples_scraped{job="both"}"#)[0]["value"][1],
+        "7"
+    );
+    assert_eq!(
+        query(r#"scrape_samples_scraped{job="classic"}"#)[0]["value"][1],
+        "5"
+    );
+    ember.signal(libc::SIGTERM);
+    ember.wait_exit(Duration::from_secs(20));
+}

@@ -251,6 +251,10 @@ pub fn parse(body: &[u8], classic_histograms: bool) -> Result<Vec<ProtoFamily>, 
                 offset,
                 message: e.to_string(),
             })?;
+        // Families without metrics are skipped unchecked, as in Prometheus.
+        if decoded.metric.is_empty() {
+            continue;
+        }
         out.push(family(decoded, classic_histograms)?);
     }
     Ok(out)
@@ -278,10 +282,23 @@ fn family(f: proto::MetricFamily, classic: bool) -> Result<ProtoFamily, ProtoErr
     let raw_type = f.r#type.unwrap_or(0);
     let kind = proto::MetricType::try_from(raw_type)
         .map_err(|_| err(format!("unknown metric type {raw_type}")))?;
+    let unit = f.unit.clone().unwrap_or_default();
+    if !unit.is_empty() {
+        let base = match kind {
+            proto::MetricType::Counter => name.strip_suffix("_total").unwrap_or(&name),
+            _ => &name,
+        };
+        let suffixed = base
+            .strip_suffix(unit.as_str())
+            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('_'));
+        if !suffixed {
+            return Err(err(format!("unit {unit:?} is not a suffix of the name")));
+        }
+    }
     let mut out = ProtoFamily {
         name: name.clone(),
         help: f.help.unwrap_or_default(),
-        unit: f.unit.unwrap_or_default(),
+        unit,
         kind: match kind {
             proto::MetricType::Counter => MetricType::Counter,
             proto::MetricType::Gauge => MetricType::Gauge,
@@ -353,7 +370,8 @@ fn metric(
     classic: bool,
 ) -> Result<(), String> {
     let name = out.name.clone();
-    let ts = m.timestamp_ms;
+    // Clients cannot tell an unset timestamp from 0; Prometheus reads 0 as unset.
+    let ts = m.timestamp_ms.filter(|t| *t != 0);
     let mut push = |suffix: &str, extra: Option<(&str, &str)>, value: f64, ex: Option<Exemplar>| {
         let labels = series_labels(&format!("{name}{suffix}"), m, extra)?;
         out.samples.push(ProtoSample {
@@ -444,13 +462,12 @@ fn metric(
     Ok(())
 }
 
-/// Whether a histogram message carries a native histogram. Clients mark an
-/// empty native histogram with a zero threshold or an empty span, so any
-/// of the native fields counts, as in Prometheus.
+/// Whether a histogram message carries a native histogram: a span, a zero
+/// threshold or an integer zero count, as Prometheus decides. Clients mark
+/// an empty native histogram with a zero threshold or an empty span.
 fn is_native(h: &proto::Histogram) -> bool {
     h.zero_threshold.is_some_and(|z| z > 0.0)
         || h.zero_count.is_some_and(|z| z > 0)
-        || h.zero_count_float.is_some_and(|z| z > 0.0)
         || !h.positive_span.is_empty()
         || !h.negative_span.is_empty()
 }
@@ -572,6 +589,8 @@ fn native_histogram(h: &proto::Histogram, gauge: bool) -> Result<FloatHistogram,
     }
     out.validate()
         .map_err(|e| format!("native histogram: {e}"))?;
+    // Stored as Prometheus stores it: empty buckets dropped, spans joined.
+    out.compact();
     Ok(out)
 }
 

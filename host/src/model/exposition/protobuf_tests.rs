@@ -37,6 +37,13 @@ fn series(f: &super::protobuf::ProtoFamily) -> Vec<(String, f64)> {
         .collect()
 }
 
+fn gauge(v: f64) -> proto::Metric {
+    proto::Metric {
+        gauge: Some(proto::Gauge { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
 fn span(offset: i32, length: u32) -> proto::BucketSpan {
     proto::BucketSpan {
         offset: Some(offset),
@@ -236,6 +243,30 @@ fn native_histograms_decode_deltas_and_leave_out_classic_series_unless_asked() {
 }
 
 #[test]
+fn native_histograms_are_compacted_and_a_zero_timestamp_is_none() {
+    let h = proto::Histogram {
+        sample_count: Some(3),
+        schema: Some(0),
+        positive_span: vec![span(0, 3), span(0, 1)],
+        positive_delta: vec![1, -1, 1, 1],
+        ..Default::default()
+    };
+    let b = body(&[family(
+        "c",
+        proto::MetricType::Histogram,
+        vec![proto::Metric {
+            histogram: Some(h),
+            timestamp_ms: Some(0),
+            ..Default::default()
+        }],
+    )]);
+    let f = parse(&b, false).unwrap();
+    let h = &f[0].histograms[0];
+    assert_eq!(h.timestamp_ms, None);
+    assert_eq!(h.histogram.positive(), vec![(0, 1.0), (2, 1.0), (3, 2.0)]);
+}
+
+#[test]
 fn float_and_gauge_native_histograms() {
     let h = proto::Histogram {
         sample_count_float: Some(3.5),
@@ -323,7 +354,7 @@ fn bad_native_histograms_are_errors_naming_the_family() {
 
 #[test]
 fn bad_families_are_errors() {
-    let mut f = family("x", proto::MetricType::Counter, vec![]);
+    let mut f = family("x", proto::MetricType::Counter, vec![gauge(1.0)]);
     f.r#type = Some(42);
     let e = parse(&body(&[f]), false).unwrap_err().to_string();
     assert!(
@@ -345,11 +376,24 @@ fn bad_families_are_errors() {
         "{e}"
     );
 
-    let f = family("", proto::MetricType::Gauge, vec![]);
+    let f = family("", proto::MetricType::Gauge, vec![gauge(1.0)]);
     let e = parse(&body(&[f]), false).unwrap_err().to_string();
     assert!(e.contains("no name"), "{e}");
 
-    let mut b = body(&[family("z", proto::MetricType::Gauge, vec![])]);
+    let mut f = family("x_seconds", proto::MetricType::Gauge, vec![gauge(1.0)]);
+    f.unit = Some("bytes".into());
+    let e = parse(&body(&[f]), false).unwrap_err().to_string();
+    assert!(e.contains("unit \"bytes\" is not a suffix"), "{e}");
+    let mut f = family("x_seconds_total", proto::MetricType::Counter, vec![]);
+    f.metric.push(proto::Metric::default());
+    f.unit = Some("seconds".into());
+    assert_eq!(parse(&body(&[f]), false).unwrap()[0].unit, "seconds");
+
+    // Families without metrics are skipped, unchecked.
+    let f = family("", proto::MetricType::Gauge, vec![]);
+    assert_eq!(parse(&body(&[f]), false).unwrap(), vec![]);
+
+    let mut b = body(&[family("z", proto::MetricType::Gauge, vec![gauge(1.0)])]);
     let good = b.len();
     b.extend_from_slice(&[0x20, 0x0a]);
     match parse(&b, false).unwrap_err() {

@@ -162,6 +162,17 @@ fn native_body() -> Vec<u8> {
         positive_delta: vec![1, 2, -1, 0],
         negative_span: vec![span(-1, 1)],
         negative_delta: vec![2],
+        exemplars: vec![proto::Exemplar {
+            label: vec![proto::LabelPair {
+                name: Some("trace_id".into()),
+                value: Some("abc".into()),
+            }],
+            value: Some(6.5),
+            timestamp: Some(proto::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+        }],
         bucket: vec![proto::Bucket {
             cumulative_count: Some(5),
             upper_bound: Some(1.0),
@@ -368,6 +379,17 @@ fn classic_series_of_native_histograms_only_when_asked() {
     assert_eq!(
         query(r#"request_seconds_sum{job="classic"}"#)[0]["value"][1],
         "31.25"
+    );
+    // Native histogram exemplars are stored with the histogram series.
+    let (status, v) = get_json(&ember.url(&format!(
+        "/api/v1/query_exemplars?query={}&start=0&end=2000000000",
+        enc(r#"request_seconds{job="both"}"#)
+    )));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["data"][0]["exemplars"],
+        serde_json::json!([{"labels": {"trace_id": "abc"}, "value": "6.5", "timestamp": 1700000000}]),
+        "{v}"
     );
     // Job "both": 2 histograms, the gauge, 4 classic series; "classic": the
     // gauge and 4 classic series (the float gauge histogram has no buckets).

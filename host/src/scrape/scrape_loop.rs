@@ -405,6 +405,18 @@ impl ScrapeLoop {
                 if let Some(index) = self.admit(batch, &key, || Ok(labels))? {
                     let ts = self.sample_time(h.timestamp_ms, t);
                     batch.histograms.push((index, ts, h.histogram));
+                    if let Some(labels) = &self.cache.entry(index).labels {
+                        for e in h.exemplars {
+                            batch.exemplars.push((
+                                labels.clone(),
+                                crate::storage::exemplars::Exemplar {
+                                    labels: e.labels,
+                                    value: e.value,
+                                    timestamp_ms: e.timestamp_ms.unwrap_or(t),
+                                },
+                            ));
+                        }
+                    }
                 }
             }
         }

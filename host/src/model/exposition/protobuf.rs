@@ -419,9 +419,19 @@ fn metric(
             if native {
                 let gauge = kind == proto::MetricType::GaugeHistogram;
                 let histogram = native_histogram(&h, gauge)?;
-                let exemplars = h
-                    .exemplars
-                    .iter()
+                // Native histograms keep only exemplars with a timestamp,
+                // from `exemplars` or else from the classic buckets.
+                let listed: Vec<&proto::Exemplar> = if h.exemplars.is_empty() {
+                    h.bucket
+                        .iter()
+                        .filter_map(|b| b.exemplar.as_ref())
+                        .collect()
+                } else {
+                    h.exemplars.iter().collect()
+                };
+                let exemplars = listed
+                    .into_iter()
+                    .filter(|e| e.timestamp.is_some())
                     .map(exemplar)
                     .collect::<Result<Vec<_>, _>>()?;
                 out.histograms.push(ProtoHistogram {

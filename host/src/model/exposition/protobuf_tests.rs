@@ -267,6 +267,38 @@ fn native_histograms_are_compacted_and_a_zero_timestamp_is_none() {
 }
 
 #[test]
+fn native_histograms_keep_exemplars_with_timestamps() {
+    let ex = |v: f64, ts: Option<i64>| proto::Exemplar {
+        label: vec![label("trace_id", "t")],
+        value: Some(v),
+        timestamp: ts.map(|s| proto::Timestamp {
+            seconds: s,
+            nanos: 0,
+        }),
+    };
+    let mut h = native(true);
+    h.bucket[0].exemplar = Some(ex(0.5, Some(5)));
+    let one = |h: proto::Histogram| {
+        let b = body(&[family(
+            "rt",
+            proto::MetricType::Histogram,
+            vec![proto::Metric {
+                histogram: Some(h),
+                ..Default::default()
+            }],
+        )]);
+        parse(&b, false).unwrap()[0].histograms[0]
+            .exemplars
+            .iter()
+            .map(|e| (e.value, e.timestamp_ms))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(one(h.clone()), vec![(0.5, Some(5000))]);
+    h.exemplars = vec![ex(1.0, None), ex(2.0, Some(7))];
+    assert_eq!(one(h), vec![(2.0, Some(7000))]);
+}
+
+#[test]
 fn float_and_gauge_native_histograms() {
     let h = proto::Histogram {
         sample_count_float: Some(3.5),

@@ -555,6 +555,14 @@ mod tests {
         assert!(e.contains("Protobuf"), "{e}");
     }
 
+    #[test]
+    fn prometheus_2_name_of_always_scrape_classic_histograms_is_accepted() {
+        let c = parse("scrape_configs:\n- job_name: a\n  scrape_classic_histograms: true\n- job_name: b\n  always_scrape_classic_histograms: true\n- job_name: c\n").unwrap();
+        assert!(c.scrape_configs[0].always_scrape_classic_histograms);
+        assert!(c.scrape_configs[1].always_scrape_classic_histograms);
+        assert!(!c.scrape_configs[2].always_scrape_classic_histograms);
+    }
+
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.yml"))
     }

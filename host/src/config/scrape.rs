@@ -222,7 +222,13 @@ with_http_client_fields! {
         scrape_protocols: Vec<ScrapeProtocol>,
         #[serde(default, deserialize_with = "super::yaml::opt_bool")]
         scrape_native_histograms: Option<bool>,
-        #[serde(default, deserialize_with = "super::yaml::opt_bool")]
+        // `scrape_classic_histograms` is the Prometheus 2.x name, so 2.x
+        // configs load unchanged.
+        #[serde(
+            default,
+            alias = "scrape_classic_histograms",
+            deserialize_with = "super::yaml::opt_bool"
+        )]
         always_scrape_classic_histograms: Option<bool>,
         #[serde(default, deserialize_with = "nullable")]
         static_configs: Vec<StaticConfig>,

@@ -336,17 +336,6 @@ fn scalar_of(v: &Value) -> f64 {
         .unwrap()
 }
 
-/// Every line of a metric family summed (0 when it has none yet).
-fn metric_sum(ember: &Ember, name: &str) -> f64 {
-    let body = get(&ember.url("/metrics"))
-        .map(|r| r.body)
-        .unwrap_or_default();
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn sql(ember: &Ember, q: &str) -> Value {
     let (status, v) = get_json(&ember.url(&format!("/api/v1/sql?query={}&format=json", enc(q))));
     assert_eq!(status, 200, "{q}: {v}");
@@ -384,7 +373,7 @@ fn blocks_are_uploaded_removed_locally_and_queried_from_the_bucket() {
 
     // SQL learns a metric's columns from series tables only: a query whose
     // time range misses every block fetches nothing from the bucket.
-    let reads = || metric_sum(&ember, "ember_objstore_cache_requests_total");
+    let reads = || ember.metric_sum("ember_objstore_cache_requests_total");
     let reads_before = reads();
     // START + HOURS + 1h: after the last uploaded sample.
     let v = sql(

@@ -35,13 +35,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{agent, cpu_seconds, free_port, scrape_config, send_round, start_targets, wait_ready};
+use common::{
+    cpu_seconds, free_port, metric_sum, scrape_config, send_round, start_server, start_targets,
+    wait_ready,
+};
 use ember::remote::proto;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -161,50 +164,6 @@ fn remote_write_section(sink_port: u16) -> String {
     )
 }
 
-fn start(name: &str, dir: &Path, config_text: &str, port: u16) -> Child {
-    std::fs::create_dir_all(dir).expect("dir");
-    let cfg = dir.join("config.yml");
-    std::fs::write(&cfg, config_text).expect("config");
-    let mut c = if name == "ember" {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ember"));
-        c.arg("--push.listen-address=").arg("--sql.listen-address=");
-        c
-    } else {
-        Command::new("prometheus")
-    };
-    c.arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start server")
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    let Ok(mut r) = agent()
-        .get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-    else {
-        return 0.0;
-    };
-    let body = r
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_string()
-        .unwrap_or_default();
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Requests of 10 samples per series each, in time order.
 fn payloads(series: usize, samples: usize, t0: i64) -> Vec<Vec<u8>> {
     let per_request = 10;
@@ -293,7 +252,13 @@ fn run_push(a: &Args, sink: &Arc<Sink>, sink_port: u16) {
         sink.reset(false);
         let port = free_port();
         let config = format!("global: {{}}\n{}", remote_write_section(sink_port));
-        let mut child = start(name, &dir, &config, port);
+        let mut child = start_server(
+            name,
+            &dir,
+            &config,
+            port,
+            &["--web.enable-remote-write-receiver"],
+        );
         wait_ready(port, &mut child, Duration::from_secs(60));
         // Prometheus only sends samples newer than its queue's start.
         let t0 = std::time::SystemTime::now()
@@ -304,7 +269,7 @@ fn run_push(a: &Args, sink: &Arc<Sink>, sink_port: u16) {
         let bodies = Arc::new(payloads(series, a.samples, t0));
         send_round(&bodies, &format!("http://127.0.0.1:{port}/api/v1/write"), 1);
         let pushed = Instant::now();
-        while metric(port, appended) < total as f64 {
+        while metric_sum(port, appended) < total as f64 {
             assert!(
                 pushed.elapsed() < Duration::from_secs(120),
                 "{name}: pushed samples not appended"
@@ -328,9 +293,9 @@ fn run_push(a: &Args, sink: &Arc<Sink>, sink_port: u16) {
         let took = started.elapsed();
         let cpu = cpu_seconds(child.id()) - cpu0;
         let batch = format!("{name}_remote_storage_sent_batch_duration_seconds");
-        let send_seconds = metric(port, &format!("{batch}_sum"));
-        let sends = metric(port, &format!("{batch}_count"));
-        let shards = metric(port, &format!("{name}_remote_storage_shards"));
+        let send_seconds = metric_sum(port, &format!("{batch}_sum"));
+        let sends = metric_sum(port, &format!("{batch}_count"));
+        let shards = metric_sum(port, &format!("{name}_remote_storage_shards"));
         let got = sink.samples.load(Ordering::SeqCst);
         let bytes = sink.bytes.load(Ordering::SeqCst);
         println!(
@@ -396,12 +361,18 @@ fn run_scrape(a: &Args, sink: &Arc<Sink>, sink_port: u16) {
                 scrape.clone()
             };
             let port = free_port();
-            let mut child = start(name, &dir, &config, port);
+            let mut child = start_server(
+                name,
+                &dir,
+                &config,
+                port,
+                &["--web.enable-remote-write-receiver"],
+            );
             wait_ready(port, &mut child, Duration::from_secs(60));
             // Warm-up: one full round scraped (series creation is not
             // measured) and, with remote write, received.
             let warm = Instant::now();
-            while metric(port, appended) < round
+            while metric_sum(port, appended) < round
                 || (remote_write && (sink.samples.load(Ordering::SeqCst) as f64) < round)
             {
                 assert!(
@@ -412,13 +383,13 @@ fn run_scrape(a: &Args, sink: &Arc<Sink>, sink_port: u16) {
                 std::thread::sleep(Duration::from_millis(200));
             }
             let cpu0 = cpu_seconds(child.id());
-            let appended0 = metric(port, appended);
+            let appended0 = metric_sum(port, appended);
             let received0 = sink.samples.load(Ordering::SeqCst);
             let bytes0 = sink.bytes.load(Ordering::SeqCst);
             let started = Instant::now();
             std::thread::sleep(Duration::from_secs(a.seconds));
             let cpu1 = cpu_seconds(child.id());
-            let appended1 = metric(port, appended);
+            let appended1 = metric_sum(port, appended);
             let received1 = sink.samples.load(Ordering::SeqCst);
             let bytes1 = sink.bytes.load(Ordering::SeqCst);
             let seconds = started.elapsed().as_secs_f64();

@@ -158,6 +158,17 @@ impl Ember {
         assert_eq!(rc, 0, "kill({sig}) failed");
     }
 
+    /// Every line of metric family `name` summed (0 when it has none yet).
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let body = get(&self.url("/metrics"))
+            .map(|r| r.body)
+            .unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn metric(&self, name: &str) -> Option<f64> {
         let body = get(&self.url("/metrics")).ok()?.body;
         body.lines()

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each bench uses its own subset
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -214,4 +214,53 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
         / ticks
+}
+
+/// Starts `name` ("ember" or Prometheus) with `config_text` in `dir`,
+/// listening on `port`, with `extra` flags; its output is discarded.
+pub fn start_server(name: &str, dir: &Path, config_text: &str, port: u16, extra: &[&str]) -> Child {
+    std::fs::create_dir_all(dir).expect("dir");
+    let cfg = dir.join("config.yml");
+    std::fs::write(&cfg, config_text).expect("config");
+    let mut c = if name == "ember" {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ember"));
+        c.arg("--push.listen-address=").arg("--sql.listen-address=");
+        c
+    } else {
+        Command::new("prometheus")
+    };
+    c.arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server")
+}
+
+/// Every line of metric family `name` on the server's `/metrics`, summed
+/// (Prometheus 2.42 labels some counters by sample type); 0 when the
+/// server does not answer.
+pub fn metric_sum(port: u16, name: &str) -> f64 {
+    let Ok(mut r) = agent()
+        .get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+    else {
+        return 0.0;
+    };
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
